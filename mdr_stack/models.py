@@ -268,6 +268,9 @@ def load_tokenizer(path: Path, trust_remote_code: bool = False):
 def load_model(path: Path, dtype: str = "float32", trust_remote_code: bool = False):
     "A causal LM from a cached model folder, on CPU, in eval mode."
     from transformers import AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # a bar per load is noise in stage logs
 
     model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype, trust_remote_code=trust_remote_code)
     return model.eval()

@@ -5,7 +5,6 @@
 # %% ../nbs/03_planner.ipynb #c003
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field
 
 from .hardware import HardwareProfile, resolve_auto

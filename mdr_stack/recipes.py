@@ -5,7 +5,7 @@
 # %% ../nbs/01_recipes.ipynb #c003
 from __future__ import annotations
 
-import importlib.resources
+import importlib.util
 from pathlib import Path
 from typing import Literal
 
@@ -200,11 +200,11 @@ REPO_FOLDERS = {"recipes": "recipes", "hardware_profiles": "hardware_profiles", 
 
 def shipped_dir(package: str) -> Path:
     "The folder of a data package shipped with mdr-stack (`recipes`, `hardware_profiles`, `pipelines`)."
-    try:  # an installed wheel carries them as mdr_stack._recipes etc.
-        return Path(str(importlib.resources.files(f"mdr_stack._{package}")))
-    except ModuleNotFoundError:  # a checkout or an editable install: the folders sit beside the package
-        import mdr_stack
-        return Path(mdr_stack.__file__).resolve().parent.parent / REPO_FOLDERS[package]
+    spec = importlib.util.find_spec(f"mdr_stack._{package}")  # an installed wheel: mdr_stack/_recipes etc.
+    if spec and spec.submodule_search_locations:
+        return Path(list(spec.submodule_search_locations)[0])
+    import mdr_stack  # a checkout or an editable install: the folders sit beside the package
+    return Path(mdr_stack.__file__).resolve().parent.parent / REPO_FOLDERS[package]
 
 # %% ../nbs/01_recipes.ipynb #c017
 def list_recipes() -> dict[str, Path]:

@@ -21,13 +21,16 @@ from .settings import MdrError
 from .templates_packing import PackedRow
 
 # %% auto #0
-__all__ = ['add_lora', 'step_batches', 'micro_batches', 'collate', 'save_checkpoint', 'latest_checkpoint', 'load_checkpoint',
-           'TrainResult', 'total_steps', 'train']
+__all__ = ['add_lora', 'AnswerOnlyLoss', 'step_batches', 'micro_batches', 'collate', 'save_checkpoint', 'latest_checkpoint',
+           'load_checkpoint', 'TrainResult', 'total_steps', 'train']
 
 # %% ../nbs/21_train.ipynb #c006
 def add_lora(model, recipe: Recipe):
     "Wrap `model` with the recipe's LoRA adapters (peft); returns the peft model."
+    import warnings
     from peft import LoraConfig, get_peft_model
+
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)  # peft ↔ transformers 5
 
     method = recipe.method
     if method.type != "lora":
@@ -41,12 +44,32 @@ def add_lora(model, recipe: Recipe):
         if bad:
             raise MdrError(f"method.layers: {bad} outside 0..{n_layers - 1}", hint=f"the model has {n_layers} layers")
         layers = method.layers
+    targets = method.target_modules
+    if targets == "all-linear" and layers is not None:  # peft needs explicit names to restrict layers
+        targets = sorted({name.rsplit(".", 1)[-1] for name, module in model.named_modules()
+                          if isinstance(module, torch.nn.Linear) and ".layers." in f".{name}"})
     config = LoraConfig(r=method.lora_rank, lora_alpha=method.lora_alpha or 2 * method.lora_rank,
-                        lora_dropout=method.lora_dropout, target_modules=method.target_modules,
+                        lora_dropout=method.lora_dropout, target_modules=targets,
                         layers_to_transform=layers, task_type="CAUSAL_LM")
     return get_peft_model(model, config)
 
 # %% ../nbs/21_train.ipynb #c008
+class AnswerOnlyLoss(torch.nn.Module):
+    "Wraps a causal LM: forward returns the summed cross-entropy over labelled positions, divided by `n_items`."
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids, labels, position_ids, n_items: int):
+        causal_lm = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+        hidden = causal_lm.model(input_ids=input_ids, position_ids=position_ids, use_cache=False).last_hidden_state
+        targets = labels[:, 1:]
+        keep = targets != -100
+        logits = causal_lm.lm_head(hidden[:, :-1][keep]).float()
+        return torch.nn.functional.cross_entropy(logits, targets[keep].long(), reduction="sum") / n_items
+
+# %% ../nbs/21_train.ipynb #c010
 def step_batches(n_rows: int, batch_size: int, seed: int, epoch: int) -> list[list[int]]:
     "Row indices of each optimizer step of `epoch`: a seeded shuffle cut into steps of `batch_size` rows."
     order = torch.randperm(n_rows, generator=torch.Generator().manual_seed(seed * 1000 + epoch)).tolist()
@@ -63,7 +86,7 @@ def collate(rows: list[PackedRow], index: list[int]) -> dict[str, torch.Tensor]:
     return {"input_ids": torch.tensor([r.input_ids for r in pick]), "labels": torch.tensor([r.labels for r in pick]),
             "position_ids": torch.tensor([r.position_ids for r in pick])}
 
-# %% ../nbs/21_train.ipynb #c011
+# %% ../nbs/21_train.ipynb #c013
 def save_checkpoint(folder: Path, model, optimizer, scheduler, state: dict, keep: int = 2):
     "Write a resumable checkpoint; keeps the newest `keep` complete ones."
     from peft import get_peft_model_state_dict
@@ -97,7 +120,7 @@ def load_checkpoint(path: Path, model, optimizer, scheduler) -> dict:
     scheduler.load_state_dict(saved["scheduler"])
     return json.loads((path / "state.json").read_text())
 
-# %% ../nbs/21_train.ipynb #c013
+# %% ../nbs/21_train.ipynb #c015
 @dataclass
 class TrainResult:
     "What a training run produced."
@@ -112,14 +135,14 @@ class TrainResult:
     def tokens_per_second(self) -> float:
         return self.tokens / self.seconds if self.seconds else 0.0
 
-# %% ../nbs/21_train.ipynb #c014
+# %% ../nbs/21_train.ipynb #c016
 def total_steps(recipe: Recipe, n_rows: int) -> int:
     "Optimizer steps the recipe asks for on `n_rows` packed rows."
     per_epoch = math.ceil(n_rows / recipe.training.batch_size)
     steps = math.ceil(recipe.training.epochs * per_epoch)
     return min(steps, recipe.training.max_steps) if recipe.training.max_steps else steps
 
-# %% ../nbs/21_train.ipynb #c015
+# %% ../nbs/21_train.ipynb #c017
 def train(
     model,  # the base model (not yet wrapped)
     rows: list[PackedRow],  # packed training rows
@@ -132,16 +155,20 @@ def train(
 ) -> TrainResult:
     "Fine-tune `model` on `rows` as `recipe` and `plan` say; writes metrics, checkpoints and the final adapter."
     from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
     from transformers import get_scheduler
 
     cfg = recipe.training
     out_dir = Path(out_dir)
     mixed = {"bf16": "bf16", "fp16": "fp16"}.get(plan.precision, "no")
+    AcceleratorState._reset_state()  # a kernel may train twice with different precisions; keeps the process group
     accelerator = Accelerator(mixed_precision=mixed, cpu=plan.device_type == "cpu")
     torch.manual_seed(cfg.seed)
     model = add_lora(model, recipe)
     if plan.activation_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.enable_input_require_grads()
+    model = AnswerOnlyLoss(model)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay, foreach=True)
     n_steps = total_steps(recipe, len(rows))
@@ -151,7 +178,7 @@ def train(
 
     checkpoints, start, resumed = out_dir / "checkpoints", 0, None
     if resume and (last := latest_checkpoint(checkpoints)):
-        state = load_checkpoint(last, accelerator.unwrap_model(model), optimizer, scheduler)
+        state = load_checkpoint(last, accelerator.unwrap_model(model).model, optimizer, scheduler)
         start = resumed = state["step"]
     metrics = out_dir / "metrics.jsonl"
     if accelerator.is_main_process:  # forget what was logged after the checkpoint we resume from
@@ -175,8 +202,8 @@ def train(
             batch = collate(rows, chunk)
             sync = accelerator.no_sync(model) if k < len(chunks) - 1 else _null_context()
             with sync, accelerator.autocast():
-                out = model(**batch, use_cache=False, num_items_in_batch=label_tokens)
-                loss = out.loss * world  # DDP averages over processes; undo that so the sum over tokens is kept
+                # DDP averages gradients over processes; scaling by `world` keeps the sum over all label tokens
+                loss = model(**batch, n_items=label_tokens) * world
             accelerator.backward(loss)
             step_loss += loss.detach() / world
             tokens += sum(rows[i].n_tokens for i in chunk)
@@ -194,7 +221,7 @@ def train(
             with open(metrics, "a") as f:
                 f.write(json.dumps(record) + "\n")
             if (step + 1) % cfg.save_every == 0 or step + 1 == n_steps:
-                save_checkpoint(checkpoints, accelerator.unwrap_model(model), optimizer, scheduler,
+                save_checkpoint(checkpoints, accelerator.unwrap_model(model).model, optimizer, scheduler,
                                 {"step": step + 1, "loss": loss_value, "epoch": epoch})
         accelerator.wait_for_everyone()
         done = step + 1
@@ -203,7 +230,7 @@ def train(
     bar.close()
     adapter_dir = out_dir / "adapter"
     if accelerator.is_main_process:
-        accelerator.unwrap_model(model).save_pretrained(adapter_dir)
+        accelerator.unwrap_model(model).model.save_pretrained(adapter_dir)
     seconds = time.time() - began
     return TrainResult(done, loss_value, seconds, tokens, adapter_dir, resumed)
 

@@ -16,16 +16,19 @@ from rich.table import Table
 from .settings import MdrError, get_settings
 
 # %% auto #0
-__all__ = ['app', 'recipes_app', 'profiles_app', 'console', 'err_console', 'recipes_list', 'profiles_list', 'validate',
+__all__ = ['app', 'recipes_app', 'profiles_app', 'data_app', 'console', 'err_console', 'recipes_list', 'profiles_list',
+           'validate', 'profiles_detect', 'profiles_calibrate', 'data_validate', 'data_report', 'data_inventory',
            'run_recipe', 'print_summary', 'run', 'demo', 'main']
 
 # %% ../nbs/90_cli.ipynb #c005
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="mdr-stack: industry datasets → LoRA fine-tuning on any member's hardware → evaluation → showcase.")
 recipes_app = typer.Typer(no_args_is_help=True, help="Shipped recipes.")
-profiles_app = typer.Typer(no_args_is_help=True, help="Hardware profiles.")
+profiles_app = typer.Typer(no_args_is_help=True, help="Hardware profiles: list, detect this machine, calibrate.")
+data_app = typer.Typer(no_args_is_help=True, help="Industry datasets: validate, quality report, inventory.")
 app.add_typer(recipes_app, name="recipes")
 app.add_typer(profiles_app, name="profiles")
+app.add_typer(data_app, name="data")
 console = Console(width=None if sys.stdout.isatty() else 160)  # piped output: wide rows, no wrapping of names
 err_console = Console(stderr=True)
 _state = {"debug": False}
@@ -79,7 +82,98 @@ def validate(
     console.print(f"[green]ok[/green] {r.name} ({r.path}): {len(r.datasets)} dataset(s), {counts} records"
                   + (f"; profile {profile} ok" if profile else ""))
 
-# %% ../nbs/90_cli.ipynb #c010
+# %% ../nbs/90_cli.ipynb #c009
+@profiles_app.command("detect")
+def profiles_detect(as_json: bool = typer.Option(False, "--json", help="Print JSON.")):
+    "Describe the machine this runs on: CPU, memory, accelerators torch can see."
+    import json
+    from mdr_stack.hardware import detect_machine
+    found = detect_machine()
+    if as_json:
+        print(json.dumps(found, indent=2, ensure_ascii=False, default=str))
+        return
+    table = Table("what", "found")
+    for key, value in found.items():
+        table.add_row(key, json.dumps(value, ensure_ascii=False, default=str) if isinstance(value, (dict, list)) else str(value))
+    console.print(table)
+
+@profiles_app.command("calibrate")
+def profiles_calibrate(
+    profile: Optional[str] = typer.Option(None, "--profile", "-p", help="Profile to start from (default from settings)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write the calibrated profile here (YAML)."),
+    seconds: float = typer.Option(20.0, "--seconds", help="Time budget for the measurements."),
+):
+    "Measure matmul throughput per dtype, memory bandwidth and usable memory here; write a calibrated profile."
+    from mdr_stack.hardware import calibrate, load_profile
+    result = calibrate(load_profile(profile or get_settings().default_profile), out=out, seconds=seconds)
+    table = Table("dtype", "TFLOP/s measured", "support")
+    for dtype in ("bf16", "fp16", "fp32"):
+        table.add_row(dtype, str(getattr(result.peak_tflops, dtype)), getattr(result.dtypes, dtype))
+    console.print(table)
+    console.print(f"memory bandwidth {result.memory_bandwidth_gbs} GB/s; usable memory {result.memory_gib} GiB"
+                  + (f"\nwritten to {out}" if out else ""))
+
+# %% ../nbs/90_cli.ipynb #c011
+def _tokenizer_for(model: str | None):
+    "The tokenizer of a model source (for token counts and length checks), or None."
+    if not model:
+        return None
+    from mdr_stack.models import load_tokenizer, resolve_model_source
+    return load_tokenizer(resolve_model_source(model, get_settings().model_cache))
+
+@data_app.command("validate")
+def data_validate(
+    paths: list[str] = typer.Argument(..., help="Files, dataset folders or a dataset_info.json registry."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+    on_error: str = typer.Option("report", "--on-error", help="raise | skip | report"),
+    fmt: str = typer.Option("auto", "--format", help="auto | messages | sharegpt | alpaca"),
+    model: Optional[str] = typer.Option(None, "--model", help="Check lengths with this model's tokenizer."),
+    max_seq_len: Optional[int] = typer.Option(None, "--max-seq-len", help="Longest allowed record in tokens."),
+):
+    "Check every record: file and line of each problem, the policy applied, counts always."
+    import json
+    from mdr_stack.data_formats import validate_path
+    report = validate_path(paths, tokenizer=_tokenizer_for(model), max_seq_len=max_seq_len, on_error=on_error,
+                           fmt=fmt, progress=not as_json)
+    if as_json:
+        print(json.dumps(report.to_dict(), ensure_ascii=False, indent=2))
+    else:
+        console.print(report)
+    raise typer.Exit(0 if report.ok else 1)
+
+@data_app.command("report")
+def data_report(
+    paths: list[str] = typer.Argument(..., help="JSONL files, dataset folders or recipes."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for report.html and report.json."),
+    model: Optional[str] = typer.Option(None, "--model", help="Count tokens with this model's tokenizer."),
+    max_seq_len: Optional[int] = typer.Option(None, "--max-seq-len", help="Report the share of records longer than this."),
+    mask: bool = typer.Option(False, "--mask", help="Also write copies with personal data masked."),
+):
+    "Quality report: duplicates, lengths, balance, languages, personal data, train/test contamination."
+    from mdr_stack.data_quality import quality_report, splits_from_paths, write_masked_splits, write_quality_report
+    splits, problems = splits_from_paths(paths)
+    report = quality_report(splits, _tokenizer_for(model), max_seq_len, read_problems=problems)
+    written = write_quality_report(report, out)
+    if mask:
+        write_masked_splits(splits, Path(out) / "masked")
+    for line in report["summary"]:
+        console.print(line, highlight=False)
+    console.print(f"report: {written['html']}")
+
+@data_app.command("inventory")
+def data_inventory(
+    paths: Optional[list[str]] = typer.Argument(None, help="Dataset folders or recipes (default: the shipped ones)."),
+    out: Path = typer.Option(..., "--out", "-o", help="CSV, Markdown (.md) or XLSX file."),
+    model: Optional[str] = typer.Option(None, "--model", help="Count tokens with this model's tokenizer."),
+):
+    "The consortium inventory of datasets: name, industry, tier, producer, type, records, tokens, licence, sha256."
+    from mdr_stack.dataset_cards import inventory, write_inventory
+    from mdr_stack.recipes import shipped_dir
+    rows = inventory(paths or [shipped_dir("recipes")], _tokenizer_for(model))
+    write_inventory(rows, out)
+    console.print(f"{len(rows)} datasets → {out}")
+
+# %% ../nbs/90_cli.ipynb #c013
 def _print_stage(stage: str, event: str):
     marks = {"start": "[bold]▶[/bold]", "done": "[green]✔[/green]", "skipped": "[dim]↷ skipped (done)[/dim]"}
     console.print(f"{marks[event]} {stage}")
@@ -113,7 +207,7 @@ def print_summary(run_dir: Path):
     console.print(table)
     console.print(f"showcase bundle: {run_dir / 'showcase'}\nexecuted notebooks: {run_dir / 'stages'}")
 
-# %% ../nbs/90_cli.ipynb #c011
+# %% ../nbs/90_cli.ipynb #c014
 @app.command()
 def run(
     recipe: Optional[str] = typer.Argument(None, help="A recipe name (see `mdr recipes list`) or a YAML path."),
@@ -137,7 +231,7 @@ def demo(
     run_dir = run_recipe("power_equipment/dga_iec60599", "cpu-x86", runs_dir, None, quiet)
     print_summary(run_dir)
 
-# %% ../nbs/90_cli.ipynb #c013
+# %% ../nbs/90_cli.ipynb #c016
 def main(argv: list[str] | None = None) -> int:
     "Run the `mdr` command; user errors print a message and hint, not a traceback."
     try:

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 import zipfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -271,6 +272,8 @@ def load_model(path: Path, dtype: str = "float32", trust_remote_code: bool = Fal
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # a bar per load is noise in stage logs
+    # peft still reads `is_gradient_checkpointing`, which transformers 5 renamed; the warning says nothing to users
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
 
     model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype, trust_remote_code=trust_remote_code)
     return model.eval()

@@ -28,7 +28,7 @@ from .settings import MdrError, Settings, get_settings
 __all__ = ['STAGES', 'STAGE_NOTEBOOKS', 'StageFailed', 'read_json', 'write_json', 'update_run_json', 'package_versions',
            'source_git', 'input_hashes', 'create_run', 'Run', 'open_run', 'prepare_model', 'prepare_data', 'load_rows',
            'plan_run', 'model_dir', 'train_adapter', 'evaluate_run', 'showcase_run', 'run_stage_inline', 'scratch_run',
-           'ensure_kernel', 'execute_stage', 'check_inputs_unchanged', 'execute_run']
+           'ensure_kernel', 'ipc_kernel_manager', 'execute_stage', 'check_inputs_unchanged', 'execute_run']
 
 # %% ../nbs/50_pipeline.ipynb #c005
 STAGES = ("prepare", "train", "evaluate", "showcase")
@@ -85,12 +85,15 @@ def source_git() -> dict:
 # %% ../nbs/50_pipeline.ipynb #c009
 def input_hashes(recipe: Recipe, profile: HardwareProfile) -> dict[str, str]:
     "sha256 of the recipe, the profile and every dataset file the recipe reads."
+    from mdr_stack.data_formats import source_files
     files = {"recipe": recipe.path, "profile": profile.path}
     for spec in recipe.datasets:
+        folder = recipe.dataset_dir(spec)
         for split in ("train", "dev", "test"):
             name = getattr(spec, split)
-            if name and (recipe.dataset_dir(spec) / name).is_file():
-                files[f"{spec.name}/{name}"] = recipe.dataset_dir(spec) / name
+            if name:
+                for path in source_files(folder / name):
+                    files[f"{spec.name}/{path.relative_to(folder).as_posix()}"] = path
     return {key: sha256_file(path) for key, path in files.items() if path}
 
 # %% ../nbs/50_pipeline.ipynb #c011
@@ -303,7 +306,18 @@ def ensure_kernel(name: str) -> str:
                        f"`jupyter kernelspec remove {name}`; mdr registers its own on first use")
     return name
 
-# %% ../nbs/50_pipeline.ipynb #c019
+# %% ../nbs/50_pipeline.ipynb #c020
+def ipc_kernel_manager(sockets: Path):
+    "A kernel manager class whose kernels use IPC transport, with their socket files in folder `sockets`."
+    from jupyter_client.manager import AsyncKernelManager
+
+    class IpcKernelManager(AsyncKernelManager):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.transport, self.ip = "ipc", str(Path(sockets) / "kernel")
+    return IpcKernelManager
+
+# %% ../nbs/50_pipeline.ipynb #c021
 class _Tee:
     "A file-like object writing to a log file and, optionally, the terminal."
     def __init__(self, path: Path, echo):
@@ -330,9 +344,10 @@ def execute_stage(run: Run, stage: str, kernel: str, echo=None, timeout: int | N
     began = time.time()
     os.environ["MDR_PROGRESS"] = "text"
     try:
-        pm.execute_notebook(str(src), str(out), parameters={"run_dir": str(run.dir)}, kernel_name=kernel,
-                            cwd=str(run.dir), progress_bar=False, stdout_file=log, stderr_file=log,
-                            execution_timeout=timeout, report_mode=False)
+        with tempfile.TemporaryDirectory(prefix="mdr-kernel-") as sockets:
+            pm.execute_notebook(str(src), str(out), parameters={"run_dir": str(run.dir)}, kernel_name=kernel,
+                                cwd=str(run.dir), progress_bar=False, stdout_file=log, stderr_file=log,
+                                execution_timeout=timeout, kernel_manager_class=ipc_kernel_manager(sockets))
     except PapermillExecutionError as err:
         update_run_json(run.dir, stages={stage: {"status": "failed", "seconds": round(time.time() - began, 1),
                                                  "error": {"cell": err.exec_count, "ename": err.ename, "evalue": err.evalue}}})
@@ -350,7 +365,7 @@ def execute_stage(run: Run, stage: str, kernel: str, echo=None, timeout: int | N
         log.close()
     update_run_json(run.dir, stages={stage: {"status": "done", "seconds": round(time.time() - began, 1)}})
 
-# %% ../nbs/50_pipeline.ipynb #c020
+# %% ../nbs/50_pipeline.ipynb #c022
 def check_inputs_unchanged(run: Run):
     "Refuse to resume when a recipe, profile or data file changed since the run was created."
     recorded = run.info.get("inputs", {})

@@ -12,11 +12,13 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from .data_formats import source_files
 from .settings import MdrError, did_you_mean
 
 # %% auto #0
-__all__ = ['REPO_FOLDERS', 'load_yaml', 'validate_yaml', 'Section', 'ModelSpec', 'DatasetSpec', 'MethodSpec', 'TrainingSpec',
-           'EvaluationSpec', 'ShowcaseSpec', 'Recipe', 'shipped_dir', 'list_recipes', 'find_recipe', 'load_recipe']
+__all__ = ['REPO_FOLDERS', 'load_yaml', 'validate_yaml', 'Section', 'ModelSpec', 'ColumnsSpec', 'TagsSpec', 'DatasetSpec',
+           'MethodSpec', 'TrainingSpec', 'EvaluationSpec', 'ShowcaseSpec', 'Recipe', 'shipped_dir', 'list_recipes',
+           'find_recipe', 'load_recipe']
 
 # %% ../nbs/01_recipes.ipynb #c006
 def _node_lines(node, path=(), lines=None) -> dict[tuple, int]:
@@ -115,14 +117,40 @@ class ModelSpec(Section):
     revision: str | None = None  # hub revision, when `source` is a hub id
     trust_remote_code: bool = False  # never on unless asked
 
+class ColumnsSpec(Section):
+    "Which field or column holds what (LLaMA-Factory `columns` names, plus category, id, lang)."
+    prompt: str | None = None
+    query: str | None = None
+    response: str | None = None
+    system: str | None = None
+    history: str | None = None
+    messages: str | None = None
+    tools: str | None = None
+    category: str | None = None
+    id: str | None = None
+    lang: str | None = None
+
+class TagsSpec(Section):
+    "How chat records name their speakers (LLaMA-Factory `tags`)."
+    role_tag: str | None = None
+    content_tag: str | None = None
+    user_tag: str | None = None
+    assistant_tag: str | None = None
+    observation_tag: str | None = None
+    function_tag: str | None = None
+    system_tag: str | None = None
+
 class DatasetSpec(Section):
-    "One dataset: a folder holding train/dev/test files, in any supported format."
+    "One dataset: a folder holding train/dev/test sources (JSONL, JSON, CSV, XLSX, Parquet, a saved dataset, a registry)."
     name: str
     path: str  # relative to the recipe file, or absolute
-    format: Literal["auto", "messages", "alpaca", "sharegpt"] = "auto"
-    train: str = "train.jsonl"
+    format: Literal["auto", "messages", "alpaca", "sharegpt"] = "auto"  # record layout; the file type comes from the file
+    train: str = "train.jsonl"  # a file, a saved-dataset folder, or `dataset_info.json#ENTRY`
     dev: str | None = "dev.jsonl"
     test: str | None = "test.jsonl"
+    columns: ColumnsSpec | None = None  # for tables and custom field names
+    tags: TagsSpec | None = None  # for sharegpt-style records with custom role names
+    sheet: str | None = None  # XLSX sheet, default the first
     limit: int | None = Field(None, ge=1)  # use only the first N records of each split (smoke tests)
 
 class MethodSpec(Section):
@@ -246,8 +274,10 @@ def load_recipe(name_or_path: str | Path) -> Recipe:
     recipe = validate_yaml(Recipe, path, **extra)
     for i, spec in enumerate(recipe.datasets):
         folder = recipe.dataset_dir(spec)
-        if not (folder / spec.train).is_file():
+        try:
+            source_files(folder / spec.train)
+        except MdrError:
             line = lines.get(("datasets", i, "path"))
             raise MdrError(f"datasets.{i}.path: no {spec.train} in {folder}", where=f"{path}:{line}" if line else str(path),
-                           hint="point `path` at a folder holding the train/dev/test files")
+                           hint="point `path` at a folder holding the train/dev/test files") from None
     return recipe

@@ -27,10 +27,7 @@ __all__ = ['add_lora', 'AnswerOnlyLoss', 'step_batches', 'micro_batches', 'colla
 # %% ../nbs/21_train.ipynb #c006
 def add_lora(model, recipe: Recipe):
     "Wrap `model` with the recipe's LoRA adapters (peft); returns the peft model."
-    import warnings
     from peft import LoraConfig, get_peft_model
-
-    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)  # peft ↔ transformers 5
 
     method = recipe.method
     if method.type != "lora":

@@ -178,14 +178,16 @@ def _print_stage(stage: str, event: str):
     marks = {"start": "[bold]▶[/bold]", "done": "[green]✔[/green]", "skipped": "[dim]↷ skipped (done)[/dim]"}
     console.print(f"{marks[event]} {stage}")
 
-def run_recipe(recipe: str | None, profile: str | None, runs_dir: str | None, resume: Path | None, quiet: bool) -> Path:
+def run_recipe(recipe: str | None, profile: str | None, runs_dir: str | None, resume: Path | None, quiet: bool,
+               overrides: list[str] | None = None) -> Path:
     "Create (or resume) a run and execute its stages; returns the run directory."
     from mdr_stack.pipeline import create_run, execute_run
+    from mdr_stack.recipes import parse_overrides
     if resume is None and recipe is None:
         raise MdrError("name a recipe, or a run directory with --resume", hint="see `mdr recipes list`")
     settings = get_settings(runs_dir=runs_dir)
     if resume is None:
-        run_dir = create_run(recipe, profile, settings)
+        run_dir = create_run(recipe, profile, settings, parse_overrides(overrides or []))
     else:
         run_dir = Path(resume)
     console.print(f"run directory: [bold]{run_dir}[/bold]")
@@ -215,9 +217,10 @@ def run(
     runs_dir: Optional[str] = typer.Option(None, "--runs-dir", help="Where run directories go (overrides MDR_RUNS_DIR)."),
     resume: Optional[Path] = typer.Option(None, "--resume", help="Continue this run directory; finished stages are skipped."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Do not echo the stage notebooks' output."),
+    set_: Optional[list[str]] = typer.Option(None, "--set", "-s", help="Override a recipe key: training.epochs=2 (repeatable)."),
 ):
     "Run a recipe end to end through papermill: prepare → train → evaluate → showcase."
-    run_dir = run_recipe(recipe, profile, runs_dir, resume, quiet)
+    run_dir = run_recipe(recipe, profile, runs_dir, resume, quiet, set_)
     print_summary(run_dir)
 
 @app.command()

@@ -97,10 +97,15 @@ def input_hashes(recipe: Recipe, profile: HardwareProfile) -> dict[str, str]:
     return {key: sha256_file(path) for key, path in files.items() if path}
 
 # %% ../nbs/50_pipeline.ipynb #c011
-def create_run(recipe_ref: str | Path, profile_ref: str | None = None, settings: Settings | None = None) -> Path:
+def create_run(
+    recipe_ref: str | Path,  # a shipped recipe name or a YAML path
+    profile_ref: str | None = None,  # a shipped profile name or a YAML path (default from settings)
+    settings: Settings | None = None,
+    overrides: dict[str, object] | None = None,  # dotted recipe keys to change, e.g. {"training.epochs": 2}
+) -> Path:
     "Make a new run directory for a recipe and profile; nothing runs yet."
     settings = settings or get_settings()
-    recipe = load_recipe(recipe_ref)
+    recipe = load_recipe(recipe_ref, overrides)
     profile = load_profile(profile_ref or settings.default_profile)
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     run_dir = Path(settings.runs_dir) / recipe.name / f"{stamp}-{secrets.token_hex(3)}"
@@ -113,7 +118,7 @@ def create_run(recipe_ref: str | Path, profile_ref: str | None = None, settings:
     write_json(run_dir / "run.json", {
         "id": run_dir.name, "recipe": recipe.name, "profile": profile.name,
         "created": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
-        "recipe_file": str(recipe.path), "profile_file": str(profile.path),
+        "recipe_file": str(recipe.path), "profile_file": str(profile.path), "overrides": overrides or {},
         "settings": {k: str(v) for k, v in vars(settings).items()},
         "versions": package_versions(), "git": source_git(), "host": platform.node(),
         "seeds": {"training": recipe.training.seed}, "inputs": input_hashes(recipe, profile),
@@ -370,7 +375,7 @@ def check_inputs_unchanged(run: Run):
     "Refuse to resume when a recipe, profile or data file changed since the run was created."
     recorded = run.info.get("inputs", {})
     try:
-        now = input_hashes(load_recipe(run.info["recipe_file"]), load_profile(run.info["profile_file"]))
+        now = input_hashes(load_recipe(run.info["recipe_file"], run.info.get("overrides")), load_profile(run.info["profile_file"]))
     except MdrError:
         return  # the original files moved away; the run's own copies in inputs/ still define it
     changed = [k for k, v in recorded.items() if now.get(k) not in (None, v)]

@@ -18,7 +18,7 @@ from .settings import MdrError, did_you_mean
 # %% auto #0
 __all__ = ['REPO_FOLDERS', 'load_yaml', 'validate_yaml', 'Section', 'ModelSpec', 'ColumnsSpec', 'TagsSpec', 'DatasetSpec',
            'MethodSpec', 'TrainingSpec', 'EvaluationSpec', 'ShowcaseSpec', 'Recipe', 'shipped_dir', 'list_recipes',
-           'find_recipe', 'load_recipe']
+           'find_recipe', 'apply_overrides', 'parse_overrides', 'load_recipe']
 
 # %% ../nbs/01_recipes.ipynb #c006
 def _node_lines(node, path=(), lines=None) -> dict[tuple, int]:
@@ -80,7 +80,8 @@ def validate_yaml(
 ):
     "Load `file` and validate it against `model`; every error names the file, line, key path and a fix."
     path = Path(file)
-    data, lines = load_yaml(path)
+    loaded, lines = load_yaml(path)
+    data = extra.pop("data", loaded)  # the caller may pass the data already changed (overrides)
     try:
         return model.model_validate({**data, **extra})
     except ValidationError as err:
@@ -259,11 +260,40 @@ def find_recipe(name_or_path: str | Path) -> Path:
     raise MdrError(f"no recipe named '{name_or_path}'",
                    hint=did_you_mean(str(name_or_path), shipped) or f"shipped recipes: {', '.join(shipped)}")
 
-# %% ../nbs/01_recipes.ipynb #c019
-def load_recipe(name_or_path: str | Path) -> Recipe:
-    "Load and validate a recipe; dataset folders must exist."
+# %% ../nbs/01_recipes.ipynb #c020
+def apply_overrides(data: dict, overrides: dict[str, object] | None) -> dict:
+    "A copy of recipe `data` with dotted-key overrides applied (`training.learning_rate` → data['training']['learning_rate'])."
+    import copy
+    data = copy.deepcopy(data)
+    for key, value in (overrides or {}).items():
+        parts = key.split(".")
+        node = data
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise MdrError(f"override '{key}': '{part}' is not a section", hint="override leaf keys like training.epochs")
+        node[parts[-1]] = yaml.safe_load(value) if isinstance(value, str) else value
+    return data
+
+def parse_overrides(items: list[str]) -> dict[str, str]:
+    "`key=value` strings (from the command line) as a dict; a missing `=` is an error."
+    parsed = {}
+    for item in items:
+        if "=" not in item:
+            raise MdrError(f"override '{item}' is not key=value", hint="e.g. training.learning_rate=5e-4")
+        key, value = item.split("=", 1)
+        parsed[key.strip()] = value.strip()
+    return parsed
+
+# %% ../nbs/01_recipes.ipynb #c022
+def load_recipe(
+    name_or_path: str | Path,  # a shipped recipe name or a YAML path
+    overrides: dict[str, object] | None = None,  # dotted keys to change, e.g. {"training.epochs": 2}
+) -> Recipe:
+    "Load and validate a recipe (with optional overrides); dataset folders must exist."
     path = find_recipe(name_or_path)
     data, lines = load_yaml(path)
+    data = apply_overrides(data, overrides)
     extra = {"base_dir": path.parent.resolve(), "path": path.resolve()}
     if "name" not in data:
         root = shipped_dir("recipes")
@@ -271,7 +301,7 @@ def load_recipe(name_or_path: str | Path) -> Recipe:
             extra["name"] = path.resolve().relative_to(root.resolve()).with_suffix("").as_posix()
         except ValueError:
             extra["name"] = path.stem
-    recipe = validate_yaml(Recipe, path, **extra)
+    recipe = validate_yaml(Recipe, path, data=data, **extra)
     for i, spec in enumerate(recipe.datasets):
         folder = recipe.dataset_dir(spec)
         try:

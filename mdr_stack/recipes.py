@@ -17,8 +17,8 @@ from .settings import MdrError, did_you_mean
 
 # %% auto #0
 __all__ = ['REPO_FOLDERS', 'load_yaml', 'validate_yaml', 'Section', 'ModelSpec', 'ColumnsSpec', 'TagsSpec', 'DatasetSpec',
-           'MethodSpec', 'TrainingSpec', 'EvaluationSpec', 'ShowcaseSpec', 'Recipe', 'shipped_dir', 'list_recipes',
-           'find_recipe', 'apply_overrides', 'parse_overrides', 'load_recipe']
+           'MethodSpec', 'TrainingSpec', 'SuiteSpec', 'EvaluationSpec', 'ShowcaseSpec', 'Recipe', 'shipped_dir',
+           'list_recipes', 'find_recipe', 'apply_overrides', 'parse_overrides', 'load_recipe']
 
 # %% ../nbs/01_recipes.ipynb #c006
 def _node_lines(node, path=(), lines=None) -> dict[tuple, int]:
@@ -178,16 +178,64 @@ class TrainingSpec(Section):
     max_grad_norm: float | None = 1.0
     precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
     activation_checkpointing: bool | Literal["auto"] = "auto"
+    distributed: Literal["auto", "ddp", "fsdp", "zero2", "zero3"] = "auto"  # across devices; the plan decides when auto
+    quantization: Literal["auto", "none", "nf4"] = "auto"  # nf4 = QLoRA; auto: only when LoRA cannot fit
     save_every: int = Field(50, ge=1)  # checkpoint every N optimizer steps
     seed: int = 42
 
+class SuiteSpec(Section):
+    "One evaluation suite: how items are answered (generation or choice log-likelihoods) and what scores them."
+    name: str
+    output_type: Literal["generate_until", "multiple_choice"] = "generate_until"
+    metrics: list[str] = ["exact_match"]
+    choices: list[str] | None = None  # multiple_choice: the options; default the categories of the split
+
+    @staticmethod
+    def check_metrics(names: list[str], output_type: str = "generate_until") -> list[str]:
+        "Metric names must be registered in `mdr_stack.metrics.METRICS` and fit the suite's output type."
+        from mdr_stack.metrics import METRICS
+        for name in names:
+            if name not in METRICS:
+                raise ValueError(f"unknown metric '{name}'; "
+                                 + (did_you_mean(name, METRICS) or f"known: {', '.join(METRICS)}"))
+            if METRICS[name].output_type != output_type:
+                raise ValueError(f"metric '{name}' belongs to {METRICS[name].output_type} suites, "
+                                 f"not {output_type}")
+        return names
+
+    @field_validator("metrics")
+    @classmethod
+    def _known_metrics(cls, value: list[str], info) -> list[str]:
+        return cls.check_metrics(value, info.data.get("output_type", "generate_until"))
+
 class EvaluationSpec(Section):
-    "How to score base and tuned models on the held-out split."
-    main_metric: Literal["exact_match"] = "exact_match"
-    split: Literal["test", "dev"] = "test"
+    "How to score base and tuned models on the held-out split, and what the diagnosis aims at."
+    main_metric: str = "exact_match"  # the headline metric of results.json (a generation metric)
+    metrics: list[str] = ["exact_match"]  # generation metrics, each overall and per category
+    suites: list[SuiteSpec] = []  # more suites, e.g. multiple choice from log-likelihoods
+    split: Literal["test", "dev"] = "test"  # the reported split
+    diagnose_split: Literal["dev"] = "dev"  # the split whose failures drive data selection (never test)
+    targets: dict[str, float] = {}  # main-metric target per category or "overall" (default: overall of all)
+    n_boot: int = Field(1000, ge=0)  # bootstrap resamples for confidence intervals
+    seed: int = 0  # bootstrap seed
     max_new_tokens: int = Field(16, ge=1)
     batch_size: int = Field(16, ge=1)
     limit: int | None = Field(None, ge=1)
+
+    @field_validator("main_metric")
+    @classmethod
+    def _known_main_metric(cls, value: str) -> str:
+        return SuiteSpec.check_metrics([value])[0]
+
+    @field_validator("metrics")
+    @classmethod
+    def _known_metrics(cls, value: list[str]) -> list[str]:
+        return SuiteSpec.check_metrics(value)
+
+    def all_suites(self) -> list[SuiteSpec]:
+        "The generation suite (main metric first, then `metrics`) followed by the extra suites."
+        names = list(dict.fromkeys([self.main_metric, *self.metrics]))
+        return [SuiteSpec(name="generation", metrics=names), *self.suites]
 
 class ShowcaseSpec(Section):
     "What goes into the showcase bundle."

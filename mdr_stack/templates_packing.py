@@ -5,12 +5,13 @@
 # %% ../nbs/12_templates_packing.ipynb #c003
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass
 
 from .settings import MdrError
 
 # %% auto #0
-__all__ = ['encode_conversation', 'PackedRow', 'pack_examples', 'pad_examples', 'padding_fraction']
+__all__ = ['encode_conversation', 'encode_conversations', 'PackedRow', 'pack_examples', 'pad_examples', 'padding_fraction']
 
 # %% ../nbs/12_templates_packing.ipynb #c005
 def encode_conversation(
@@ -30,7 +31,42 @@ def encode_conversation(
     labels = [-100] * len(prompt) + full[len(prompt):answer_end] + [-100] * (len(full) - answer_end)
     return full, labels
 
-# %% ../nbs/12_templates_packing.ipynb #c006
+# %% ../nbs/12_templates_packing.ipynb #c007
+def _assistant_spans(tokenizer, messages: list[dict], full: str) -> list[tuple[int, int]] | None:
+    "Character spans of each assistant turn (answer + end-of-turn) in the rendered `full` text; None if not prefixes."
+    end_token = tokenizer.eos_token
+    spans = []
+    for i, message in enumerate(messages):
+        if message["role"] != "assistant":
+            continue
+        prompt = tokenizer.apply_chat_template(messages[:i], add_generation_prompt=True, tokenize=False)
+        if not full.startswith(prompt):
+            return None
+        stop = full.find(end_token, len(prompt))
+        spans.append((len(prompt), len(full) if stop < 0 else stop + len(end_token)))
+    return spans
+
+def encode_conversations(
+    tokenizer,  # a fast tokenizer with a chat template
+    conversations: list[list[dict]],  # each ends with an assistant turn
+) -> list[tuple[list[int], list[int]]]:
+    "Token ids and labels (-100 outside assistant turns) for many conversations, tokenized in one batch."
+    fulls = [tokenizer.apply_chat_template(m, tokenize=False) for m in conversations]
+    encoded = tokenizer._tokenizer.encode_batch(fulls, add_special_tokens=False)
+    results = []
+    for messages, full, enc in zip(conversations, fulls, encoded):
+        spans = _assistant_spans(tokenizer, messages, full)
+        offsets = enc.offsets
+        starts = {a for a, _ in spans or []}
+        aligned = spans is not None and all(any(o[0] == a for o in offsets) for a in starts)
+        if not aligned:
+            results.append(encode_conversation(tokenizer, messages))
+            continue
+        labels = [t if any(a <= o[0] < b for a, b in spans) else -100 for t, o in zip(enc.ids, offsets)]
+        results.append((list(enc.ids), labels))
+    return results
+
+# %% ../nbs/12_templates_packing.ipynb #c008
 @dataclass
 class PackedRow:
     "One training row: several examples back to back, position ids restarting per example."
@@ -45,20 +81,22 @@ def pack_examples(
     max_len: int,  # tokens per row
     pad_id: int,  # token used to fill the end of a row
 ) -> list[PackedRow]:
-    "Greedy first-fit packing into rows of exactly `max_len` tokens; padding gets label -100."
+    "Best-fit packing (in input order) into rows of exactly `max_len` tokens; padding gets label -100."
     rows: list[list[tuple[list[int], list[int]]]] = []
-    room: list[int] = []
+    free: list[tuple[int, int]] = []  # (room left, row index), kept sorted: best fit is a binary search away
     for ids, labels in examples:
         if len(ids) > max_len:
             raise MdrError(f"an example has {len(ids)} tokens, longer than max_seq_len={max_len}",
                            hint="raise training.max_seq_len or shorten the example")
-        slot = next((i for i, free in enumerate(room) if free >= len(ids)), None)
-        if slot is None:
+        at = bisect.bisect_left(free, (len(ids), -1))
+        if at < len(free):
+            room, slot = free.pop(at)
+        else:
             rows.append([])
-            room.append(max_len)
-            slot = len(rows) - 1
+            room, slot = max_len, len(rows) - 1
         rows[slot].append((ids, labels))
-        room[slot] -= len(ids)
+        if room - len(ids) > 0:
+            bisect.insort(free, (room - len(ids), slot))
     packed = []
     for row in rows:
         ids = [t for e, _ in row for t in e]
@@ -73,7 +111,7 @@ def pad_examples(examples, max_len: int, pad_id: int) -> list[PackedRow]:
     return [PackedRow(ids + [pad_id] * (max_len - len(ids)), labels + [-100] * (max_len - len(ids)),
                       list(range(max_len)), 1, len(ids)) for ids, labels in examples]
 
-# %% ../nbs/12_templates_packing.ipynb #c008
+# %% ../nbs/12_templates_packing.ipynb #c010
 def padding_fraction(rows: list[PackedRow]) -> float:
     "Share of row positions that hold no example token."
     total = sum(len(r.input_ids) for r in rows)

@@ -16,9 +16,12 @@ from rich.table import Table
 from .settings import MdrError, get_settings
 
 # %% auto #0
-__all__ = ['app', 'recipes_app', 'profiles_app', 'data_app', 'console', 'err_console', 'recipes_list', 'profiles_list',
-           'validate', 'profiles_detect', 'profiles_calibrate', 'data_validate', 'data_report', 'data_inventory',
-           'run_recipe', 'print_summary', 'run', 'demo', 'main']
+__all__ = ['app', 'recipes_app', 'profiles_app', 'data_app', 'bench_app', 'showcase_app', 'runs_app', 'console', 'err_console',
+           'COMPARE_COLUMNS', 'LIST_COLUMNS', 'recipes_list', 'profiles_list', 'validate', 'profiles_detect',
+           'profiles_calibrate', 'data_validate', 'data_report', 'data_inventory', 'bench_data', 'bench_eval',
+           'bench_plan', 'plan', 'eval_cmd', 'resonate', 'showcase_build', 'showcase_verify', 'showcase_serve',
+           'showcase_pack', 'showcase_unpack', 'run_recipe', 'print_summary', 'run', 'demo', 'submit', 'sweep',
+           'runs_list', 'runs_compare', 'main']
 
 # %% ../nbs/90_cli.ipynb #c005
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
@@ -28,7 +31,13 @@ profiles_app = typer.Typer(no_args_is_help=True, help="Hardware profiles: list, 
 data_app = typer.Typer(no_args_is_help=True, help="Industry datasets: validate, quality report, inventory.")
 app.add_typer(recipes_app, name="recipes")
 app.add_typer(profiles_app, name="profiles")
+bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks: speed measured, medians reported (never timed tests).")
+showcase_app = typer.Typer(no_args_is_help=True, help="Showcase (样板间) bundles: build, verify, serve, pack.")
 app.add_typer(data_app, name="data")
+app.add_typer(bench_app, name="bench")
+app.add_typer(showcase_app, name="showcase")
+runs_app = typer.Typer(no_args_is_help=True, help="Run directories: list them, compare them side by side.")
+app.add_typer(runs_app, name="runs")
 console = Console(width=None if sys.stdout.isatty() else 160)  # piped output: wide rows, no wrapping of names
 err_console = Console(stderr=True)
 _state = {"debug": False}
@@ -174,6 +183,160 @@ def data_inventory(
     console.print(f"{len(rows)} datasets → {out}")
 
 # %% ../nbs/90_cli.ipynb #c013
+def _print_bench(result: dict, as_json: bool):
+    import json
+    if as_json:
+        print(json.dumps(result, indent=2, ensure_ascii=False))
+        return
+    table = Table("figure", "value", title=result.get("benchmark"))
+    for key, value in result.items():
+        table.add_row(key, str(value))
+    console.print(table)
+
+@bench_app.command("data")
+def bench_data(
+    records: int = typer.Option(100_000, "--records", help="How many short records to tokenize and pack."),
+    model: str = typer.Option("embedded:smollm2-135m-instruct", "--model", help="Whose tokenizer and template."),
+    repeats: int = typer.Option(3, "--repeats"),
+    as_json: bool = typer.Option(False, "--json"),
+):
+    "Tokenize (chat template, batched) and pack many short records; medians of several repeats."
+    from mdr_stack.bench import bench_data_prep
+    _print_bench(bench_data_prep(records, model, repeats=repeats), as_json)
+
+@bench_app.command("eval")
+def bench_eval(
+    recipe: str = typer.Argument("power_equipment/dga_iec60599", help="A recipe name or a finished run directory."),
+    prompts: int = typer.Option(32, "--prompts", help="Evaluation prompts to generate for."),
+    batch_sizes: str = typer.Option("1,8,32", "--batch-sizes", help="Comma-separated batch sizes; 1 is the baseline."),
+    as_json: bool = typer.Option(False, "--json"),
+):
+    "Batched generation (KV cache, left padding) against one prompt at a time: tokens/s and speed-up."
+    from mdr_stack.evaluate import bench_generation
+    sizes = tuple(int(b) for b in batch_sizes.split(","))
+    _print_bench(bench_generation(recipe, n_prompts=prompts, batch_sizes=sizes), as_json)
+
+@bench_app.command("plan")
+def bench_plan(
+    quick: bool = typer.Option(False, "--quick", help="Fewer configurations (about a minute)."),
+    profile: str = typer.Option("cpu-x86", "--profile", "-p"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Also write the report (JSON) here."),
+    as_json: bool = typer.Option(False, "--json"),
+):
+    "Predicted vs measured peak memory and step time for several training configurations on this machine."
+    import json
+    from mdr_stack.bench_planner import print_report, run_benchmark
+    report = run_benchmark(quick=quick, profile=profile, out=out, progress=not as_json)
+    print(json.dumps(report, indent=2, default=str)) if as_json else print_report(report)
+
+# %% ../nbs/90_cli.ipynb #c015
+@app.command()
+def plan(
+    recipe: str = typer.Argument(..., help="A recipe name or a YAML path."),
+    profile: Optional[str] = typer.Option(None, "--profile", "-p", help="Hardware profile (default from settings)."),
+    model: Optional[str] = typer.Option(None, "--model", help="Plan for another model: a known config name or a folder."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Folder for plan.json and the launch files."),
+    as_json: bool = typer.Option(False, "--json", help="Print the plan as JSON."),
+):
+    "Decide precision, batch shape, parallelism and launch for RECIPE on PROFILE, with predicted memory and time."
+    import json
+    from mdr_stack.hardware import load_profile
+    from mdr_stack.planner import format_plan, plan_recipe, save_plan
+    settings = get_settings()
+    profile = profile or settings.default_profile
+    the_plan = plan_recipe(recipe, profile, model)
+    folder = out or Path(settings.runs_dir) / "plans" / the_plan.recipe / the_plan.profile
+    saved = save_plan(the_plan, load_profile(profile), folder)
+    if as_json:
+        print(json.dumps(the_plan.to_dict(), indent=2, default=str))
+    else:
+        console.print(format_plan(the_plan), highlight=False)
+        console.print(f"saved: {saved}")
+
+# %% ../nbs/90_cli.ipynb #c017
+@app.command("eval")
+def eval_cmd(
+    rescore: Path = typer.Option(..., "--rescore", help="Recompute the metrics of this run from its saved predictions."),
+):
+    "Recompute a run's metrics and diagnosis from eval/samples.jsonl, without running a model."
+    from mdr_stack.evaluate import rescore_run
+    results = rescore_run(rescore)
+    console.print(f"rescored {rescore}: {results['main_metric']} base "
+                  f"{results['models']['base']['overall'][results['main_metric']]:.3f} → tuned "
+                  f"{results['models']['tuned']['overall'][results['main_metric']]:.3f}")
+
+@app.command()
+def resonate(
+    recipe: str = typer.Argument(..., help="A recipe name or a YAML path."),
+    rounds: int = typer.Option(1, "--rounds", help="Rounds of evaluate → diagnose → optimise → retrain."),
+    budget: int = typer.Option(100, "--budget", help="Training records added per round."),
+    control: Optional[str] = typer.Option(None, "--control", help="Also run a control arm with this strategy (random)."),
+    strategy: str = typer.Option("targeted", "--strategy", help="targeted | random"),
+    profile: Optional[str] = typer.Option(None, "--profile", "-p"),
+    pool: Optional[Path] = typer.Option(None, "--pool", help="A JSONL candidate pool (default: the sample generator's)."),
+    set_: Optional[list[str]] = typer.Option(None, "--set", "-s", help="Override a recipe key (repeatable)."),
+    seed: int = typer.Option(0, "--seed"),
+    papermill: bool = typer.Option(False, "--papermill", help="Run each round's stages through papermill."),
+):
+    "Model-Data Resonance: let the evaluation diagnose the data, improve it where weak, retrain, re-evaluate."
+    from mdr_stack.recipes import parse_overrides
+    from mdr_stack.resonance import resonate as run_resonance
+    parent = run_resonance(recipe, rounds=rounds, budget=budget, strategy=strategy, control=control, profile=profile,
+                           settings=get_settings(), overrides=parse_overrides(set_ or []), pool=pool, seed=seed,
+                           papermill=papermill, progress=True)
+    console.print(f"resonance run: {parent}\nreport: {parent / 'resonance.md'}")
+
+# %% ../nbs/90_cli.ipynb #c019
+@showcase_app.command("build")
+def showcase_build(
+    run_dir: Path = typer.Argument(..., help="A finished run directory."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Bundle folder (default RUN_DIR/showcase)."),
+    merge: bool = typer.Option(False, "--merge", help="Also include merged full weights."),
+):
+    "Build a self-contained, verifiable bundle from a finished run."
+    from mdr_stack.showcase import build_bundle
+    console.print(f"bundle: {build_bundle(run_dir, out_dir=out, merge=merge)}")
+
+@showcase_app.command("verify")
+def showcase_verify(bundle: Path = typer.Argument(..., help="A bundle folder.")):
+    "Re-hash every file, check the card's metadata and re-score the saved predictions."
+    from mdr_stack.showcase import verify_bundle
+    problems = verify_bundle(bundle)
+    for problem in problems:
+        err_console.print(f"[red]✘[/red] {problem}", highlight=False)
+    if problems:
+        raise typer.Exit(1)
+    console.print(f"[green]✔[/green] {bundle}: every file, the card and the scores check out")
+
+@showcase_app.command("serve")
+def showcase_serve(
+    bundle: Path = typer.Argument(..., help="A bundle folder."),
+    port: Optional[int] = typer.Option(None, "--port"),
+    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Allow model code from the bundle."),
+):
+    "Start the demo page on 127.0.0.1: ask the tuned model beside the base model, read the report."
+    from mdr_stack.demo_app import serve_bundle
+    serve_bundle(bundle, host="127.0.0.1", port=port, block=True, trust_remote_code=trust_remote_code)
+
+@showcase_app.command("pack")
+def showcase_pack(
+    bundle: Path = typer.Argument(..., help="A bundle folder."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Archive file (default BUNDLE.tar.gz)."),
+):
+    "Write the bundle as one archive (only after it verifies against its manifest)."
+    from mdr_stack.showcase import pack_bundle
+    console.print(f"archive: {pack_bundle(bundle, out)}")
+
+@showcase_app.command("unpack")
+def showcase_unpack(
+    archive: Path = typer.Argument(..., help="A bundle archive."),
+    dest: Path = typer.Argument(..., help="Folder to unpack into."),
+):
+    "Unpack an archive safely: no absolute paths, no `..`, no links; then check the manifest."
+    from mdr_stack.showcase import unpack_bundle
+    console.print(f"bundle: {unpack_bundle(archive, dest)}")
+
+# %% ../nbs/90_cli.ipynb #c021
 def _print_stage(stage: str, event: str):
     marks = {"start": "[bold]▶[/bold]", "done": "[green]✔[/green]", "skipped": "[dim]↷ skipped (done)[/dim]"}
     console.print(f"{marks[event]} {stage}")
@@ -209,7 +372,7 @@ def print_summary(run_dir: Path):
     console.print(table)
     console.print(f"showcase bundle: {run_dir / 'showcase'}\nexecuted notebooks: {run_dir / 'stages'}")
 
-# %% ../nbs/90_cli.ipynb #c014
+# %% ../nbs/90_cli.ipynb #c022
 @app.command()
 def run(
     recipe: Optional[str] = typer.Argument(None, help="A recipe name (see `mdr recipes list`) or a YAML path."),
@@ -234,7 +397,133 @@ def demo(
     run_dir = run_recipe("power_equipment/dga_iec60599", "cpu-x86", runs_dir, None, quiet)
     print_summary(run_dir)
 
-# %% ../nbs/90_cli.ipynb #c016
+# %% ../nbs/90_cli.ipynb #c024
+def _slurm_options(nodes, partition, time_limit, gpus_per_node, sbatch_args) -> dict:
+    return {"nodes": nodes, "partition": partition, "time_limit": time_limit, "gpus_per_node": gpus_per_node,
+            "extra": list(sbatch_args or [])}
+
+@app.command()
+def submit(
+    recipe: str = typer.Argument(..., help="A recipe name (see `mdr recipes list`) or a YAML path."),
+    profile: Optional[str] = typer.Option(None, "--profile", "-p", help="Hardware profile of the cluster's nodes."),
+    nodes: Optional[int] = typer.Option(None, "--nodes", "-N", help="Nodes to allocate (default: the profile's)."),
+    partition: Optional[str] = typer.Option(None, "--partition", help="SLURM partition."),
+    time_limit: str = typer.Option("02:00:00", "--time", help="Job time limit, e.g. 30:00 or 1-00:00:00."),
+    gpus_per_node: Optional[int] = typer.Option(None, "--gpus-per-node", help="Default: the profile's CUDA devices."),
+    sbatch_arg: Optional[list[str]] = typer.Option(None, "--sbatch-arg", help="Another sbatch option, e.g. --account=proj."),
+    runs_dir: Optional[str] = typer.Option(None, "--runs-dir", help="Where run directories go (shared storage)."),
+    set_: Optional[list[str]] = typer.Option(None, "--set", "-s", help="Override a recipe key (repeatable)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Write and print the sbatch script; do not submit."),
+    wait: bool = typer.Option(False, "--wait", help="Wait for the job to finish and print the run's summary."),
+):
+    "Run a recipe as a SLURM batch job: the stage notebooks through papermill, training with `accelerate launch`."
+    from mdr_stack.cluster import render_sbatch, submit as sbatch_submit, wait_for_job
+    from mdr_stack.pipeline import create_run
+    from mdr_stack.recipes import parse_overrides
+    run_dir = create_run(recipe, profile, get_settings(runs_dir=runs_dir), parse_overrides(set_ or []), nodes=nodes)
+    script = render_sbatch(run_dir, **_slurm_options(nodes, partition, time_limit, gpus_per_node, sbatch_arg))
+    if dry_run:
+        (run_dir / "job.sbatch").write_text(script)
+        console.print(script, highlight=False, markup=False)
+        err_console.print(f"not submitted (--dry-run); to submit: sbatch {run_dir / 'job.sbatch'}")
+        return
+    job_id = sbatch_submit(run_dir, script)
+    console.print(f"submitted job {job_id}: run directory [bold]{run_dir}[/bold], log {run_dir / f'slurm-{job_id}.out'}")
+    if wait:
+        state = wait_for_job(job_id, timeout=7 * 24 * 3600)
+        console.print(f"job {job_id}: {state}")
+        if state != "COMPLETED":
+            raise MdrError(f"job {job_id} ended {state}", where=str(run_dir / f"slurm-{job_id}.out"),
+                           hint=f"read the log; resubmit with `sbatch {run_dir / 'job.sbatch'}` (finished stages are kept)")
+        print_summary(run_dir)
+
+@app.command()
+def sweep(
+    recipe: str = typer.Argument(..., help="A recipe name or a YAML path."),
+    grid: list[str] = typer.Option(..., "--grid", "-g", help="key=v1,v2,... (repeatable; every combination runs)."),
+    profile: Optional[str] = typer.Option(None, "--profile", "-p", help="Hardware profile."),
+    slurm: bool = typer.Option(False, "--slurm", help="Submit one SLURM job per run instead of running here."),
+    partition: Optional[str] = typer.Option(None, "--partition", help="SLURM partition (with --slurm)."),
+    time_limit: str = typer.Option("02:00:00", "--time", help="Job time limit (with --slurm)."),
+    nodes: Optional[int] = typer.Option(None, "--nodes", "-N", help="Nodes per job (with --slurm)."),
+    runs_dir: Optional[str] = typer.Option(None, "--runs-dir", help="Where run directories go."),
+    quiet: bool = typer.Option(True, "--quiet/--echo", help="Echo the stage notebooks' output (local)."),
+):
+    "Run a grid of recipe variants, one run directory each, here or through SLURM; then compare them."
+    from mdr_stack.runs import compare_runs, parse_grid, sweep as run_sweep
+    points = parse_grid(grid)
+    settings = get_settings(runs_dir=runs_dir)
+    backend = "slurm" if slurm else "local"
+    options = _slurm_options(nodes, partition, time_limit, None, []) if slurm else None
+    run_dirs = run_sweep(recipe, points, profile, settings, backend=backend, slurm_options=options,
+                         echo=None if quiet else sys.stderr, on_stage=None if slurm else _print_stage)
+    for run_dir in run_dirs:
+        console.print(f"run: {run_dir}")
+    if not slurm:
+        _print_rows(compare_runs(run_dirs), COMPARE_COLUMNS, "sweep")
+    else:
+        console.print("submitted; follow them with `mdr runs list`")
+
+# %% ../nbs/90_cli.ipynb #c025
+COMPARE_COLUMNS = ("run", "recipe", "profile", "overrides", "status", "precision", "micro_batch", "grad_accum",
+                   "total_s", "tokens_per_s", "peak_memory_gib", "predicted_peak_gib", "final_loss", "metric", "base",
+                   "tuned")
+LIST_COLUMNS = ("run", "recipe", "profile", "created", "status", "overrides", "path")
+
+def _print_rows(rows: list[dict], columns, title: str):
+    table = Table(*columns, title=title)
+    for row in rows:
+        table.add_row(*("" if row.get(c) is None else str(row.get(c)) for c in columns))
+    console.print(table)
+
+@runs_app.command("list")
+def runs_list(
+    runs_dir: Optional[str] = typer.Option(None, "--runs-dir", help="Where run directories are (default from settings)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Also write the table: .md or .csv."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+):
+    "Every run under the runs directory: recipe, profile, status, overrides."
+    import json
+    from mdr_stack.runs import list_runs, write_table
+    settings = get_settings(runs_dir=runs_dir)
+    rows = list_runs(settings.runs_dir)
+    if out:
+        write_table(rows, out)
+    if as_json:
+        print(json.dumps(rows, indent=2, ensure_ascii=False))
+    elif rows:
+        _print_rows(rows, LIST_COLUMNS, f"{len(rows)} run(s) in {settings.runs_dir}")
+    else:
+        console.print(f"no runs in {settings.runs_dir} (start one with `mdr run RECIPE`)")
+
+@runs_app.command("compare")
+def runs_compare(
+    run_dirs: list[Path] = typer.Argument(..., help="Run directories (see `mdr runs list`)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Also write the table: .md or .csv."),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="Execute the comparison notebook into this folder (plots)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+):
+    "Runs side by side: plan, time, throughput, measured vs predicted memory, loss, base and tuned metric."
+    import json
+    from mdr_stack.runs import compare_runs, write_table
+    rows = compare_runs(run_dirs)
+    if out:
+        write_table(rows, out)
+    if as_json:
+        print(json.dumps(rows, indent=2, ensure_ascii=False))
+    else:
+        _print_rows(rows, COMPARE_COLUMNS, "comparison")
+    if plot:
+        import papermill as pm
+        from mdr_stack.pipeline import ensure_kernel
+        from mdr_stack.recipes import shipped_dir
+        plot.mkdir(parents=True, exist_ok=True)
+        pm.execute_notebook(str(shipped_dir("pipelines") / "90_compare.ipynb"), str(plot / "90_compare.ipynb"),
+                            parameters={"run_dirs": [str(p.resolve()) for p in run_dirs], "out_dir": str(plot.resolve())},
+                            kernel_name=ensure_kernel(get_settings().kernel_name), progress_bar=False)
+        console.print(f"plots and the executed notebook: {plot}")
+
+# %% ../nbs/90_cli.ipynb #c027
 def main(argv: list[str] | None = None) -> int:
     "Run the `mdr` command; user errors print a message and hint, not a traceback."
     try:

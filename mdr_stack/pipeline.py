@@ -27,8 +27,9 @@ from .settings import MdrError, Settings, get_settings
 # %% auto #0
 __all__ = ['STAGES', 'STAGE_NOTEBOOKS', 'StageFailed', 'read_json', 'write_json', 'update_run_json', 'package_versions',
            'source_git', 'input_hashes', 'create_run', 'Run', 'open_run', 'prepare_model', 'prepare_data', 'load_rows',
-           'plan_run', 'model_dir', 'train_adapter', 'evaluate_run', 'showcase_run', 'run_stage_inline', 'scratch_run',
-           'ensure_kernel', 'ipc_kernel_manager', 'execute_stage', 'check_inputs_unchanged', 'execute_run']
+           'plan_run', 'model_dir', 'train_adapter', 'torch_cuda_available', 'measured_peak_gib', 'evaluate_run',
+           'showcase_run', 'run_stage_inline', 'scratch_run', 'ensure_kernel', 'ipc_kernel_manager', 'execute_stage',
+           'check_inputs_unchanged', 'execute_run']
 
 # %% ../nbs/50_pipeline.ipynb #c005
 STAGES = ("prepare", "train", "evaluate", "showcase")
@@ -102,11 +103,16 @@ def create_run(
     profile_ref: str | None = None,  # a shipped profile name or a YAML path (default from settings)
     settings: Settings | None = None,
     overrides: dict[str, object] | None = None,  # dotted recipe keys to change, e.g. {"training.epochs": 2}
+    nodes: int | None = None,  # nodes to train on, if not the profile's `nodes` (e.g. `mdr submit --nodes 4`)
 ) -> Path:
     "Make a new run directory for a recipe and profile; nothing runs yet."
     settings = settings or get_settings()
     recipe = load_recipe(recipe_ref, overrides)
     profile = load_profile(profile_ref or settings.default_profile)
+    if nodes is not None:
+        if nodes < 1:
+            raise MdrError(f"nodes must be at least 1, not {nodes}", hint="e.g. --nodes 2")
+        profile = profile.model_copy(update={"nodes": nodes})
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     run_dir = Path(settings.runs_dir) / recipe.name / f"{stamp}-{secrets.token_hex(3)}"
     (run_dir / "inputs").mkdir(parents=True)
@@ -172,12 +178,12 @@ def prepare_data(run: Run, tokenizer) -> dict:
     "Read the splits, tokenize with the chat template, pack the training rows; save them and their statistics."
     import torch
     from mdr_stack.data_formats import load_splits
-    from mdr_stack.templates_packing import encode_conversation, pack_examples, pad_examples, padding_fraction
+    from mdr_stack.templates_packing import encode_conversations, pack_examples, pad_examples, padding_fraction
 
     splits = load_splits(run.recipe)
     if not splits["train"]:
         raise MdrError("the training split is empty", where=str(run.recipe.path))
-    examples = [encode_conversation(tokenizer, r["messages"]) for r in splits["train"]]
+    examples = encode_conversations(tokenizer, [r["messages"] for r in splits["train"]])
     cfg = run.recipe.training
     pack = pack_examples if cfg.packing else pad_examples
     rows = pack(examples, cfg.max_seq_len, tokenizer.pad_token_id)
@@ -213,15 +219,24 @@ def load_rows(run: Run):
         saved["input_ids"], saved["labels"], saved["position_ids"], saved["n_examples"], saved["n_tokens"])]
 
 def plan_run(run: Run, model_dir: Path) -> Plan:
-    "Plan the run with the model's real size and save plan.json."
+    "Plan the run with the model's real size and the prepared rows; save plan.json and the launch files."
+    import torch
+
+    from mdr_stack.launch import write_launch_files
     from mdr_stack.models import load_model
     from mdr_stack.planner import make_plan
     from mdr_stack.train import add_lora
     config = read_json(model_dir / "config.json")
     lora = add_lora(load_model(model_dir), run.recipe)
     trainable = sum(p.numel() for p in lora.parameters() if p.requires_grad)
-    plan = make_plan(run.recipe, run.profile, config, trainable)
+    rows_file, rows, fullest = run.dir / "data" / "train_rows.pt", None, None
+    if rows_file.is_file():  # the fullest row bounds the logits of a micro-batch
+        labels = torch.load(rows_file, weights_only=True)["labels"]
+        rows, fullest = len(labels), float((labels != -100).float().mean(dim=1).max()) if len(labels) else None
+    plan = make_plan(run.recipe, run.profile, config, trainable, rows_per_epoch=rows, label_fraction=fullest)
     write_json(run.dir / "plan.json", plan.to_dict())
+    if plan.num_processes > 1:
+        write_launch_files(plan, run.profile, run.dir)
     return plan
 
 # %% ../nbs/50_pipeline.ipynb #c015
@@ -234,36 +249,104 @@ def model_dir(run: Run) -> Path:
 
 def train_adapter(run: Run, progress: bool = True):
     "Train the LoRA adapter of the run (resuming from its newest checkpoint) and save a summary."
+    from mdr_stack.launch import write_launch_files
     from mdr_stack.models import load_model
-    from mdr_stack.train import train
-    result = train(load_model(model_dir(run)), load_rows(run), run.recipe, run.plan, run.dir / "train", progress=progress)
+    from mdr_stack.train import TrainResult, step_batches, train
+    plan, cfg = run.plan, run.recipe.training
+    if plan.method != "lora":
+        raise MdrError(f"the plan chose {plan.method}, which the trainer cannot run yet", where=str(run.dir / "plan.json"),
+                       hint="use a profile with more memory per device, or set training.quantization: none to see why LoRA does not fit")
+    if plan.num_processes == 1:
+        result = train(load_model(model_dir(run), dtype=plan.weight_dtype), load_rows(run), run.recipe, plan,
+                       run.dir / "train", progress=progress)
+    else:  # one process per device through accelerate launch, recorded in run.json
+        launch = write_launch_files(plan, run.profile, run.dir)
+        if plan.nodes > 1:  # one launcher per node of the SLURM allocation (refused outside one)
+            from mdr_stack.launch import multinode_command
+            launch["command"] = multinode_command(launch["command"], plan.nodes)
+        update_run_json(run.dir, launch={**launch, "started": dt.datetime.now().astimezone().isoformat(timespec="seconds")})
+        log, finished = run.dir / "launch" / "train.log", run.dir / "train" / "worker_result.json"
+        finished.parent.mkdir(exist_ok=True)
+        finished.unlink(missing_ok=True)
+        with open(log, "w") as out:
+            done = subprocess.run(launch["command"], env={**os.environ, **launch["env"]}, stdout=out, stderr=subprocess.STDOUT)
+        if done.returncode or not finished.is_file():
+            tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:])
+            raise MdrError(f"accelerate launch exited with {done.returncode}:\n{tail}", where=str(log),
+                           hint=f"the whole output is in {log}; the command is in run.json (launch.command)")
+        worker = read_json(finished)
+        result = TrainResult(worker["steps"], worker["final_loss"], worker["seconds"], worker["tokens"],
+                             run.dir / "train" / "adapter", worker["resumed_from"])
+    rows = load_rows(run)
+    per_epoch = -(-len(rows) // cfg.batch_size)
+    tokens = sum(rows[i].n_tokens for step in range(result.resumed_from or 0, result.steps)  # all processes together
+                 for i in step_batches(len(rows), cfg.batch_size, cfg.seed, step // per_epoch)[step % per_epoch])
     write_json(run.dir / "train" / "summary.json", {
         "steps": result.steps, "final_loss": result.final_loss, "seconds": round(result.seconds, 1),
-        "tokens": result.tokens, "tokens_per_second": round(result.tokens_per_second, 1),
-        "resumed_from": result.resumed_from})
+        "tokens": tokens, "tokens_per_second": round(tokens / result.seconds, 1) if result.seconds else 0.0,
+        "resumed_from": result.resumed_from, "num_processes": plan.num_processes,
+        "peak_memory_gib": measured_peak_gib(children=plan.num_processes > 1),
+        "peak_memory_kind": "device" if plan.num_processes == 1 and torch_cuda_available() else "host RSS"})
     return result
 
+def torch_cuda_available() -> bool:
+    import torch
+    return torch.cuda.is_available()
+
+def measured_peak_gib(
+    children: bool = False,  # the largest finished child process (the `accelerate launch` workers) instead of this one
+) -> float:
+    "Measured peak memory in GiB: CUDA's peak allocation on a GPU, else the peak resident set size (Linux `ru_maxrss`)."
+    import resource
+    if not children and torch_cuda_available():
+        import torch
+        return round(torch.cuda.max_memory_allocated() / 2**30, 3)
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN if children else resource.RUSAGE_SELF)
+    return round(usage.ru_maxrss / 2**20, 3)  # Linux reports KiB
+
 def evaluate_run(run: Run, progress: bool = True) -> dict:
-    "Score the base and the tuned model on the held-out split; write eval/results.json and samples.jsonl."
+    "Score base and tuned on the held-out split, the tuned model on dev, and diagnose it (eval/diagnosis.json)."
     from peft import PeftModel
+
     from mdr_stack.data_formats import read_jsonl
     from mdr_stack.evaluate import evaluate_model, write_results
     from mdr_stack.models import load_model, load_tokenizer
+    from mdr_stack.resonance import diagnose_run
     ev = run.recipe.evaluation
     records = read_jsonl(run.dir / "data" / f"{ev.split}.jsonl", limit=ev.limit).records
     if not records:
         raise MdrError(f"the {ev.split} split is empty: nothing to evaluate", where=str(run.recipe.path))
     path = model_dir(run)
     tokenizer = load_tokenizer(path)
-    kwargs = dict(metric=ev.main_metric, max_new_tokens=ev.max_new_tokens, batch_size=ev.batch_size, progress=progress)
-    base, base_samples = evaluate_model(load_model(path), tokenizer, records, label="base", **kwargs)
+    kwargs = dict(metric=ev.main_metric, max_new_tokens=ev.max_new_tokens, batch_size=ev.batch_size, progress=progress,
+                  suites=ev.all_suites(), n_boot=ev.n_boot, seed=ev.seed, task=run.recipe.scenario)
+    base, base_samples = evaluate_model(load_model(path), tokenizer, records, label="base", split=ev.split, **kwargs)
     tuned_model = PeftModel.from_pretrained(load_model(path), run.dir / "train" / "adapter").merge_and_unload()
-    tuned, tuned_samples = evaluate_model(tuned_model, tokenizer, records, label="tuned", **kwargs)
+    tuned, tuned_samples = evaluate_model(tuned_model, tokenizer, records, label="tuned", split=ev.split, **kwargs)
+    provenance = {k: v for k, v in run.info.get("model", {}).items() if k != "path"}
     config = {"split": ev.split, "n": len(records), "max_new_tokens": ev.max_new_tokens, "decoding": "greedy",
+              "batch_size": ev.batch_size, "limit": ev.limit, "n_boot": ev.n_boot, "seed": ev.seed,
+              "suites": [s.model_dump() for s in ev.all_suites()],
               "normalisation": "NFKC, punctuation and symbols removed, casefold",
               "test_sha256": sha256_file(run.dir / "data" / f"{ev.split}.jsonl"),
-              "adapter_sha256": sha256_file(run.dir / "train" / "adapter" / "adapter_model.safetensors")}
-    return write_results(run.dir / "eval", ev.main_metric, {"base": base, "tuned": tuned}, base_samples + tuned_samples, config)
+              "adapter_sha256": sha256_file(run.dir / "train" / "adapter" / "adapter_model.safetensors"),
+              "model": provenance, "data": run.info.get("inputs", {})}
+    results = write_results(run.dir / "eval", ev.main_metric, {"base": base, "tuned": tuned},
+                            base_samples + tuned_samples, config)
+    dev_file = run.dir / "data" / f"{ev.diagnose_split}.jsonl"
+    dev = read_jsonl(dev_file).records if dev_file.is_file() else []
+    if ev.split == ev.diagnose_split:
+        dev_samples = tuned_samples
+    elif dev:
+        _, dev_samples = evaluate_model(tuned_model, tokenizer, dev, label="tuned", split=ev.diagnose_split,
+                                        **{**kwargs, "suites": ev.all_suites()[:1], "n_boot": 0})
+    else:
+        dev_samples = []
+    if dev_samples:
+        with open(run.dir / "eval" / "dev_samples.jsonl", "w", encoding="utf-8") as f:
+            f.writelines(json.dumps(s, ensure_ascii=False) + "\n" for s in dev_samples)
+        diagnose_run(run)
+    return results
 
 def showcase_run(run: Run) -> Path:
     "Build the showcase bundle of a finished run."
@@ -294,7 +377,7 @@ def scratch_run(stage: str, recipe: str = "smoke/tiny") -> Run:
         run_stage_inline(run, earlier)
     return run
 
-# %% ../nbs/50_pipeline.ipynb #c018
+# %% ../nbs/50_pipeline.ipynb #c020
 def ensure_kernel(name: str) -> str:
     "Make sure Jupyter kernel `name` exists and runs this Python; register it in this environment if missing."
     from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
@@ -311,7 +394,7 @@ def ensure_kernel(name: str) -> str:
                        f"`jupyter kernelspec remove {name}`; mdr registers its own on first use")
     return name
 
-# %% ../nbs/50_pipeline.ipynb #c020
+# %% ../nbs/50_pipeline.ipynb #c022
 def ipc_kernel_manager(sockets: Path):
     "A kernel manager class whose kernels use IPC transport, with their socket files in folder `sockets`."
     from jupyter_client.manager import AsyncKernelManager
@@ -322,7 +405,7 @@ def ipc_kernel_manager(sockets: Path):
             self.transport, self.ip = "ipc", str(Path(sockets) / "kernel")
     return IpcKernelManager
 
-# %% ../nbs/50_pipeline.ipynb #c021
+# %% ../nbs/50_pipeline.ipynb #c023
 class _Tee:
     "A file-like object writing to a log file and, optionally, the terminal."
     def __init__(self, path: Path, echo):
@@ -370,7 +453,7 @@ def execute_stage(run: Run, stage: str, kernel: str, echo=None, timeout: int | N
         log.close()
     update_run_json(run.dir, stages={stage: {"status": "done", "seconds": round(time.time() - began, 1)}})
 
-# %% ../nbs/50_pipeline.ipynb #c022
+# %% ../nbs/50_pipeline.ipynb #c024
 def check_inputs_unchanged(run: Run):
     "Refuse to resume when a recipe, profile or data file changed since the run was created."
     recorded = run.info.get("inputs", {})

@@ -344,8 +344,13 @@ def make_plan(
     decisions.append(Decision("attention", attention, why))
     weight_dtype = "float32" if profile.device_type == "cpu" or precision == "fp32" else (
         "bfloat16" if precision == "bf16" else "float16")
-    decisions.append(Decision("weight_dtype", weight_dtype, "the CPU trainer keeps fp32 weights, autocast computes in bf16"
-                              if profile.device_type == "cpu" else "frozen weights in the compute dtype: half of fp32"))
+    if precision == "fp32":
+        weight_why = "training in fp32: weights stay fp32"
+    elif profile.device_type == "cpu":
+        weight_why = f"the CPU trainer keeps fp32 weights, autocast computes in {precision}"
+    else:
+        weight_why = "frozen weights in the compute dtype: half of fp32"
+    decisions.append(Decision("weight_dtype", weight_dtype, weight_why))
 
     profile, why = choose_processes(recipe, profile)
     decisions.append(Decision("num_processes", profile.world_size, why))

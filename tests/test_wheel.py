@@ -21,7 +21,9 @@ def test_wheel_in_fresh_venv(tmp_path):
     subprocess.run([venv / "bin" / "pip", "install", "--no-deps", "--quiet", wheel], check=True)
     outside = tmp_path / "elsewhere"
     outside.mkdir()
-    env = {**os.environ, "MDR_RUNS_DIR": str(tmp_path / "runs"), "MDR_MODEL_CACHE": str(tmp_path / "models")}
+    env = {**os.environ, "MDR_RUNS_DIR": str(tmp_path / "runs"), "MDR_MODEL_CACHE": str(tmp_path / "models"),
+           # the borrowed dependencies' data files (nbconvert's templates) live under this environment's prefix
+           "JUPYTER_PATH": str(Path(sys.prefix) / "share" / "jupyter")}
     env.pop("MDR_SETTINGS", None)
 
     def mdr(*args):

@@ -59,6 +59,8 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                'mdr_stack.cli.showcase_verify': ('cli.html#showcase_verify', 'mdr_stack/cli.py'),
                                'mdr_stack.cli.submit': ('cli.html#submit', 'mdr_stack/cli.py'),
                                'mdr_stack.cli.sweep': ('cli.html#sweep', 'mdr_stack/cli.py'),
+                               'mdr_stack.cli.tools_call': ('cli.html#tools_call', 'mdr_stack/cli.py'),
+                               'mdr_stack.cli.tools_list': ('cli.html#tools_list', 'mdr_stack/cli.py'),
                                'mdr_stack.cli.validate': ('cli.html#validate', 'mdr_stack/cli.py')},
             'mdr_stack.cluster': { 'mdr_stack.cluster.job_state': ('cluster.html#job_state', 'mdr_stack/cluster.py'),
                                    'mdr_stack.cluster.mdr_executable': ('cluster.html#mdr_executable', 'mdr_stack/cluster.py'),

@@ -16,12 +16,12 @@ from rich.table import Table
 from .settings import MdrError, get_settings
 
 # %% auto #0
-__all__ = ['app', 'recipes_app', 'profiles_app', 'data_app', 'bench_app', 'showcase_app', 'runs_app', 'console', 'err_console',
-           'COMPARE_COLUMNS', 'LIST_COLUMNS', 'recipes_list', 'profiles_list', 'validate', 'profiles_detect',
-           'profiles_calibrate', 'data_validate', 'data_report', 'data_inventory', 'bench_data', 'bench_eval',
-           'bench_plan', 'plan', 'eval_cmd', 'resonate', 'showcase_build', 'showcase_verify', 'showcase_serve',
-           'showcase_pack', 'showcase_unpack', 'run_recipe', 'print_summary', 'run', 'demo', 'submit', 'sweep',
-           'runs_list', 'runs_compare', 'main']
+__all__ = ['app', 'recipes_app', 'profiles_app', 'data_app', 'bench_app', 'showcase_app', 'runs_app', 'tools_app', 'console',
+           'err_console', 'COMPARE_COLUMNS', 'LIST_COLUMNS', 'recipes_list', 'profiles_list', 'validate',
+           'profiles_detect', 'profiles_calibrate', 'data_validate', 'data_report', 'data_inventory', 'bench_data',
+           'bench_eval', 'bench_plan', 'plan', 'eval_cmd', 'resonate', 'showcase_build', 'showcase_verify',
+           'showcase_serve', 'showcase_pack', 'showcase_unpack', 'run_recipe', 'print_summary', 'run', 'demo', 'submit',
+           'sweep', 'runs_list', 'runs_compare', 'tools_list', 'tools_call', 'main']
 
 # %% ../nbs/90_cli.ipynb #c005
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
@@ -38,6 +38,8 @@ app.add_typer(bench_app, name="bench")
 app.add_typer(showcase_app, name="showcase")
 runs_app = typer.Typer(no_args_is_help=True, help="Run directories: list them, compare them side by side.")
 app.add_typer(runs_app, name="runs")
+tools_app = typer.Typer(no_args_is_help=True, help="Industry tools for agents: list their schemas, call one.")
+app.add_typer(tools_app, name="tools")
 console = Console(width=None if sys.stdout.isatty() else 160)  # piped output: wide rows, no wrapping of names
 err_console = Console(stderr=True)
 _state = {"debug": False}
@@ -138,12 +140,20 @@ def data_validate(
     fmt: str = typer.Option("auto", "--format", help="auto | messages | sharegpt | alpaca"),
     model: Optional[str] = typer.Option(None, "--model", help="Check lengths with this model's tokenizer."),
     max_seq_len: Optional[int] = typer.Option(None, "--max-seq-len", help="Longest allowed record in tokens."),
+    tools: Optional[list[str]] = typer.Option(None, "--tools", help="Tool-calling data: the tool sets calls may use "
+                                              "(e.g. power_equipment; repeatable; see `mdr tools list`)."),
+    recompute: bool = typer.Option(False, "--recompute", help="With --tools: re-run every recorded call and compare."),
 ):
     "Check every record: file and line of each problem, the policy applied, counts always."
     import json
-    from mdr_stack.data_formats import validate_path
-    report = validate_path(paths, tokenizer=_tokenizer_for(model), max_seq_len=max_seq_len, on_error=on_error,
-                           fmt=fmt, progress=not as_json)
+    if tools:  # tool-calling conversations: every call checked against the named tools' schemas
+        from mdr_stack.tool_data import validate_tool_path
+        from mdr_stack.tools import tools_for
+        report = validate_tool_path(paths, tools_for(*tools), on_error=on_error, fmt=fmt, recompute_results=recompute)
+    else:
+        from mdr_stack.data_formats import validate_path
+        report = validate_path(paths, tokenizer=_tokenizer_for(model), max_seq_len=max_seq_len, on_error=on_error,
+                               fmt=fmt, progress=not as_json)
     if as_json:
         print(json.dumps(report.to_dict(), ensure_ascii=False, indent=2))
     else:
@@ -524,10 +534,38 @@ def runs_compare(
         console.print(f"plots and the executed notebook: {plot}")
 
 # %% ../nbs/90_cli.ipynb #c027
+@tools_app.command("list")
+def tools_list(
+    toolset: Optional[list[str]] = typer.Argument(None, help="Tool sets or tools (default: all)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the OpenAI function schemas."),
+):
+    "The industry tools: name, tool set, arguments and the published rule each computes."
+    import json
+    from mdr_stack.tools import ALL_TOOLS, tools_for
+    registry = tools_for(*toolset) if toolset else ALL_TOOLS
+    if as_json:
+        print(json.dumps(registry.schemas(), ensure_ascii=False, indent=2))
+        return
+    table = Table("tool", "set", "arguments", "computes")
+    for tool in registry:
+        table.add_row(tool.name, tool.toolset, ", ".join(tool.parameters.get("properties", {})), tool.source)
+    console.print(table)
+
+@tools_app.command("call")
+def tools_call(
+    name: str = typer.Argument(..., help="The tool's name (see `mdr tools list`)."),
+    arguments: str = typer.Argument("{}", help='Arguments as JSON, e.g. \'{"h2": 100, "ch4": 40}\'.'),
+):
+    "Call one tool with JSON arguments, validated against its schema; prints the result as JSON."
+    import json
+    from mdr_stack.tools import ALL_TOOLS, call_tool
+    print(json.dumps(call_tool(ALL_TOOLS, name, arguments), ensure_ascii=False, indent=2))
+
+# %% ../nbs/90_cli.ipynb #c029
 def main(argv: list[str] | None = None) -> int:
     "Run the `mdr` command; user errors print a message and hint, not a traceback."
     try:
-        app(args=argv, standalone_mode=False)
+        code = app(args=argv, standalone_mode=False)  # click returns a command's typer.Exit code here
     except MdrError as err:
         if _state["debug"]:
             raise
@@ -543,4 +581,4 @@ def main(argv: list[str] | None = None) -> int:
             err.show()
             return err.exit_code
         raise
-    return 0
+    return code if isinstance(code, int) else 0

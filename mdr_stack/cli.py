@@ -21,7 +21,7 @@ __all__ = ['app', 'recipes_app', 'profiles_app', 'data_app', 'bench_app', 'showc
            'profiles_detect', 'profiles_calibrate', 'data_validate', 'data_report', 'data_inventory', 'bench_data',
            'bench_eval', 'bench_plan', 'plan', 'eval_cmd', 'resonate', 'showcase_build', 'showcase_verify',
            'showcase_serve', 'showcase_pack', 'showcase_unpack', 'run_recipe', 'print_summary', 'run', 'demo', 'submit',
-           'sweep', 'runs_list', 'runs_compare', 'tools_list', 'tools_call', 'main']
+           'sweep', 'runs_list', 'runs_compare', 'lab', 'tools_list', 'tools_call', 'main']
 
 # %% ../nbs/90_cli.ipynb #c005
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
@@ -534,6 +534,18 @@ def runs_compare(
         console.print(f"plots and the executed notebook: {plot}")
 
 # %% ../nbs/90_cli.ipynb #c027
+@app.command()
+def lab(
+    port: Optional[int] = typer.Option(None, "--port", help="Port on 127.0.0.1 (default: a free one)."),
+    root: Optional[Path] = typer.Option(None, "--root", help="Folder to open (default: the checkout's nbs/, or ./mdr-lab)."),
+    browser: bool = typer.Option(True, "--browser/--no-browser", help="Open a browser tab."),
+    all_kernels: bool = typer.Option(False, "--all-kernels", help="Offer every installed kernel, not only mdr-stack's."),
+):
+    "JupyterLab on 127.0.0.1 with the mdr-stack kernel and the stage notebooks; Ctrl-C stops it and its kernels."
+    from mdr_stack.lab import run_lab
+    raise typer.Exit(run_lab(port=port, root=root, open_browser=browser, all_kernels=all_kernels, echo=typer.echo))
+
+# %% ../nbs/90_cli.ipynb #c029
 @tools_app.command("list")
 def tools_list(
     toolset: Optional[list[str]] = typer.Argument(None, help="Tool sets or tools (default: all)."),
@@ -561,7 +573,7 @@ def tools_call(
     from mdr_stack.tools import ALL_TOOLS, call_tool
     print(json.dumps(call_tool(ALL_TOOLS, name, arguments), ensure_ascii=False, indent=2))
 
-# %% ../nbs/90_cli.ipynb #c029
+# %% ../nbs/90_cli.ipynb #c031
 def main(argv: list[str] | None = None) -> int:
     "Run the `mdr` command; user errors print a message and hint, not a traceback."
     try:

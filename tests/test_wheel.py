@@ -37,6 +37,11 @@ def test_wheel_in_fresh_venv(tmp_path):
     assert "cpu-x86" in mdr("profiles", "list").stdout
     assert mdr("validate", "power_equipment/dga_iec60599", "--profile", "cpu-x86").returncode == 0
     assert mdr("--help").returncode == 0
+    # outside a checkout the lab opens ./mdr-lab with copies of the shipped stage notebooks
+    workspace = subprocess.run([venv / "bin" / "python", "-c", "from mdr_stack.lab import lab_workspace; "
+                                "print(lab_workspace()[0])"], capture_output=True, text=True, cwd=outside, env=env)
+    assert workspace.stdout.strip() == str(outside / "mdr-lab"), workspace.stderr
+    assert (outside / "mdr-lab" / "pipelines" / "20_train.ipynb").is_file()
     done = mdr("run", "smoke/tiny", "--quiet")
     assert done.returncode == 0, done.stdout + done.stderr
     run_dir = next((tmp_path / "runs").glob("smoke/tiny/*"))

@@ -19,9 +19,10 @@ from .settings import MdrError, get_settings
 __all__ = ['app', 'recipes_app', 'profiles_app', 'data_app', 'bench_app', 'showcase_app', 'runs_app', 'tools_app', 'console',
            'err_console', 'COMPARE_COLUMNS', 'LIST_COLUMNS', 'recipes_list', 'profiles_list', 'validate',
            'profiles_detect', 'profiles_calibrate', 'data_validate', 'data_report', 'data_inventory', 'bench_data',
-           'bench_eval', 'bench_plan', 'plan', 'eval_cmd', 'resonate', 'showcase_build', 'showcase_verify',
-           'showcase_serve', 'showcase_pack', 'showcase_unpack', 'run_recipe', 'print_summary', 'run', 'demo', 'submit',
-           'sweep', 'runs_list', 'runs_compare', 'lab', 'tools_list', 'tools_call', 'main']
+           'bench_eval', 'bench_train_cmd', 'bench_pipeline_cmd', 'bench_plan', 'plan', 'eval_cmd', 'resonate',
+           'showcase_build', 'showcase_verify', 'showcase_serve', 'showcase_pack', 'showcase_unpack', 'run_recipe',
+           'print_summary', 'run', 'demo', 'submit', 'sweep', 'runs_list', 'runs_compare', 'lab', 'tools_list',
+           'tools_call', 'main']
 
 # %% ../nbs/90_cli.ipynb #c005
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
@@ -225,6 +226,45 @@ def bench_eval(
     from mdr_stack.evaluate import bench_generation
     sizes = tuple(int(b) for b in batch_sizes.split(","))
     _print_bench(bench_generation(recipe, n_prompts=prompts, batch_sizes=sizes), as_json)
+
+@bench_app.command("train")
+def bench_train_cmd(
+    steps: int = typer.Option(8, "--steps", help="Optimizer steps per run (after one warm-up step)."),
+    repeats: int = typer.Option(3, "--repeats", help="Runs per trainer, alternating; medians reported."),
+    variants: str = typer.Option("mdr,trl", "--variants", help="Comma-separated: mdr, trl, trl-unpacked, trl-defaults, "
+                                 "mdr-unpacked, loop, loop-full-logits, loop-fused-adamw, loop-compile."),
+    recipe: str = typer.Option("power_equipment/dga_iec60599", "--recipe", help="Recipe whose data and model train."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Folder for train.json and train.md (e.g. benchmarks)."),
+    as_json: bool = typer.Option(False, "--json"),
+):
+    "mdr-stack's trainer against TRL's SFTTrainer, same model, data, LoRA and batch: real tokens/s, peak memory, MFU."
+    from mdr_stack.bench_train import bench_train, markdown_table, save_result
+    result = bench_train(steps=steps, repeats=repeats, recipe=recipe, variants=tuple(variants.split(",")),
+                         progress=not as_json)
+    _print_bench_result(result, as_json, out, "train", markdown_table, save_result)
+
+@bench_app.command("pipeline")
+def bench_pipeline_cmd(
+    recipe: str = typer.Option("power_equipment/dga_iec60599", "--recipe"),
+    max_steps: Optional[int] = typer.Option(10, "--max-steps", help="Cap training steps (0: the recipe's own length)."),
+    repeats: int = typer.Option(1, "--repeats"),
+    out: Optional[Path] = typer.Option(None, "--out", help="Folder for pipeline.json and pipeline.md."),
+    as_json: bool = typer.Option(False, "--json"),
+):
+    "papermill's overhead per stage against calling the same step functions in one process."
+    from mdr_stack.bench_train import bench_pipeline, markdown_table, save_result
+    overrides = {"training.max_steps": max_steps} if max_steps else None
+    result = bench_pipeline(recipe=recipe, overrides=overrides, repeats=repeats, progress=not as_json)
+    _print_bench_result(result, as_json, out, "pipeline", markdown_table, save_result)
+
+def _print_bench_result(result: dict, as_json: bool, out, name: str, markdown_table, save_result):
+    import json
+    if out:
+        save_result(result, folder=out, name=name, command=" ".join(["mdr", *sys.argv[1:]]))
+    if as_json:
+        print(json.dumps(result, indent=2, ensure_ascii=False))
+    else:
+        console.print(markdown_table(result), markup=False, highlight=False)
 
 @bench_app.command("plan")
 def bench_plan(

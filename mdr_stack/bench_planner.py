@@ -15,12 +15,13 @@ import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from .planner import MemoryConstants, flops_per_token, predict_peak_memory
+from .planner import MemoryConstants, TimeConstants, elementwise_bytes, flops_per_token, predict_peak_memory
 from .settings import MdrError, progress_bar
 
 # %% auto #0
-__all__ = ['SMOLLM2', 'MODELS', 'CASES', 'MemoryCase', 'case_config', 'measure_in_this_process', 'measure_case', 'predict_case',
-           'calibrate_memory', 'predicted_seconds', 'median_step', 'accuracy_table', 'run_benchmark', 'print_report']
+__all__ = ['SMOLLM2', 'MODELS', 'CASES', 'TIME_CALIBRATION', 'MemoryCase', 'case_config', 'measure_in_this_process',
+           'measure_case', 'predict_case', 'calibrate_memory', 'time_features', 'predicted_seconds', 'median_step',
+           'fit_nonnegative', 'calibrate_time', 'accuracy_table', 'run_benchmark', 'print_report']
 
 # %% ../nbs/62_bench_planner.ipynb #c006
 SMOLLM2 = Path("~/.cache/mdr-stack/models/smollm2-135m-instruct").expanduser()
@@ -170,42 +171,76 @@ def calibrate_memory(measured: dict[str, dict], cases: list[MemoryCase] = CASES)
                    source="measured on this CPU by mdr_stack.bench_planner: overhead once, factors on the calibration cases")
 
 # %% ../nbs/62_bench_planner.ipynb #c017
-def predicted_seconds(case: MemoryCase, trainable_params: int, peak_tflops: dict[str, float], mfu: float) -> float:
-    "Predicted seconds per step of a case at utilisation `mfu`."
-    work = case.batch * case.seq_len * flops_per_token(case_config(case), trainable_params, case.seq_len,
-                                                        case.checkpointing)
-    return work / (peak_tflops[case.precision] * 1e12 * mfu)
+TIME_CALIBRATION = ("overhead", "cal-activations", "cal-logits", "cal-bf16", "mid-512")
+
+def time_features(case: MemoryCase, trainable_params: int, peak_tflops: dict[str, float], bandwidth_gbs: float) -> list[float]:
+    "Seconds per unit of each time constant for a case: matmul at full ceiling, one element-wise pass, one fixed cost."
+    config, tokens = case_config(case), case.batch * case.seq_len
+    matmul = tokens * flops_per_token(config, trainable_params, case.seq_len, case.checkpointing) / (
+        peak_tflops[case.precision] * 1e12)
+    return [matmul, elementwise_bytes(config, tokens, case.precision, case.checkpointing) / (bandwidth_gbs * 1e9), 1.0]
+
+def predicted_seconds(case: MemoryCase, trainable_params: int, peak_tflops: dict[str, float], bandwidth_gbs: float,
+                      constants: TimeConstants) -> float:
+    "Predicted seconds per step of a case under `constants`."
+    f = time_features(case, trainable_params, peak_tflops, bandwidth_gbs)
+    return f[0] / constants.mfu + f[1] * constants.elementwise_passes + f[2] * constants.pass_overhead_s
 
 def median_step(result: dict) -> float:
     "Median seconds per step, the first step left out."
     return statistics.median(result["step_seconds"][1:] or result["step_seconds"])
 
-# %% ../nbs/62_bench_planner.ipynb #c019
+def fit_nonnegative(rows: list[list[float]], targets: list[float]) -> list[float]:
+    "Least squares of `rows · x ≈ targets` in relative error, with every x ≥ 0 (active set over the few unknowns)."
+    import numpy as np
+    a = np.array(rows, dtype=float) / np.array(targets, dtype=float)[:, None]
+    b = np.ones(len(targets))
+    free = list(range(a.shape[1]))
+    while True:
+        x = np.zeros(a.shape[1])
+        x[free] = np.linalg.lstsq(a[:, free], b, rcond=None)[0]
+        if (x >= 0).all():
+            return x.tolist()
+        free = [i for i in free if x[i] > 0]
+
+def calibrate_time(
+    measured: dict[str, dict], peak_tflops: dict[str, float], bandwidth_gbs: float, cases: list[MemoryCase] = CASES,
+) -> TimeConstants:
+    "Time-model constants fitted on the `TIME_CALIBRATION` cases among `measured`."
+    by_name = {c.name: c for c in cases}
+    names = [n for n in TIME_CALIBRATION if n in measured]
+    if len(names) < 3:
+        raise MdrError(f"time calibration needs 3 of {', '.join(TIME_CALIBRATION)}; measured: {', '.join(measured)}")
+    rows = [time_features(by_name[n], measured[n]["trainable_params"], peak_tflops, bandwidth_gbs) for n in names]
+    inverse_mfu, passes, fixed = fit_nonnegative(rows, [median_step(measured[n]) for n in names])
+    return TimeConstants(mfu=round(1 / inverse_mfu, 3) if inverse_mfu else 1.0, elementwise_passes=round(passes, 3),
+                         pass_overhead_s=round(fixed, 4),
+                         source=f"measured on this CPU by mdr_stack.bench_planner: fitted on {', '.join(names)}")
+
+# %% ../nbs/62_bench_planner.ipynb #c021
 def accuracy_table(
     measured: dict[str, dict],  # measurements by case name (from `measure_case`)
     constants: MemoryConstants,
-    peak_tflops: dict[str, float],  # the profile's matmul ceilings by dtype
-    time_reference: str = "mid-512",  # the case the utilisation is calibrated on
+    peak_tflops: dict[str, float],  # the matmul ceilings by dtype, calibrated in the same run
+    bandwidth_gbs: float,  # the copy bandwidth, calibrated in the same run
+    time_constants: TimeConstants,
     cases: list[MemoryCase] = CASES,
-) -> tuple[list[dict], float]:
-    "Rows of predicted vs measured memory and time for every measured case, and the calibrated utilisation."
+) -> list[dict]:
+    "Rows of predicted vs measured memory and time for every measured case."
     by_name = {c.name: c for c in cases}
-    reference = by_name[time_reference] if time_reference in measured else by_name[next(iter(measured))]
-    mfu = predicted_seconds(reference, measured[reference.name]["trainable_params"], peak_tflops, 1.0) / median_step(
-        measured[reference.name])
     rows = []
     for name, result in measured.items():
         case = by_name[name]
         parts = predict_case(case, result["trainable_params"], constants)
-        seconds = predicted_seconds(case, result["trainable_params"], peak_tflops, mfu)
+        seconds = predicted_seconds(case, result["trainable_params"], peak_tflops, bandwidth_gbs, time_constants)
         rows.append({"case": name, "role": case.role, "model": case.model, "seq_len": case.seq_len, "batch": case.batch,
                      "checkpointing": case.checkpointing, "precision": case.precision,
                      "predicted_gib": parts["total"], "measured_gib": round(result["measured_gib"], 3),
                      "memory_error": round(parts["total"] / result["measured_gib"] - 1, 3),
                      "predicted_s": round(seconds, 3), "measured_s": round(median_step(result), 3),
                      "time_error": round(seconds / median_step(result) - 1, 3),
-                     "time_role": "calibrate" if name == reference.name else "check"})
-    return rows, mfu
+                     "time_role": "calibrate" if name in TIME_CALIBRATION else "check"})
+    return rows
 
 def run_benchmark(
     quick: bool = False,  # skip the SmolLM2 cases (minutes) and the biggest random model
@@ -214,18 +249,22 @@ def run_benchmark(
     progress: bool = True,
 ) -> dict:
     "Measure every case in fresh processes, calibrate, and return the accuracy table (also printed by `mdr bench plan`)."
-    from mdr_stack.hardware import load_profile
+    from mdr_stack.hardware import calibrate, load_profile
     cases = [c for c in CASES if not (quick and (c.model in ("smollm2-135m", "mid")))]
     if not (SMOLLM2 / "config.json").is_file():
         cases = [c for c in cases if c.model != "smollm2-135m"]
+    calibrated = calibrate(load_profile(profile), seconds=12.0)  # the ceilings and bandwidth the time model divides by
+    peaks = {k: v for k, v in calibrated.peak_tflops.model_dump().items() if v}
+    bandwidth = calibrated.memory_bandwidth_gbs
+    cases = [c for c in cases if c.precision in peaks]
     measured = {c.name: measure_case(c) for c in progress_bar(cases, desc="measure", disable=not progress)}
     constants = calibrate_memory(measured, cases)
-    peaks = load_profile(profile).peak_tflops.model_dump()
-    reference = "mid-512" if "mid-512" in measured else "cal-activations"
-    rows, mfu = accuracy_table(measured, constants, peaks, reference, cases)
+    timing = calibrate_time(measured, peaks, bandwidth, cases)
+    rows = accuracy_table(measured, constants, peaks, bandwidth, timing, cases)
     checks = [r for r in rows if r["role"] == "check"]
     times = [r for r in rows if r["time_role"] == "check"]
-    report = {"constants": asdict(constants), "cpu_mfu": round(mfu, 3), "rows": rows, "measurements": measured,
+    report = {"constants": asdict(constants), "time_constants": asdict(timing), "peak_tflops": peaks,
+              "memory_bandwidth_gbs": bandwidth, "rows": rows, "measurements": measured,
               "memory_within_15pct": sum(abs(r["memory_error"]) <= 0.15 for r in checks), "memory_checks": len(checks),
               "time_within_30pct": sum(abs(r["time_error"]) <= 0.30 for r in times), "time_checks": len(times),
               "median_abs_memory_error": statistics.median(abs(r["memory_error"]) for r in checks) if checks else None,
@@ -251,6 +290,10 @@ def print_report(report: dict):
     console.print(table)
     c = report["constants"]
     console.print(f"constants: overhead {c['overhead_gib']} GiB, activation factor {c['activation_factor']}, "
-                  f"{c['logit_bytes']} B per logit; CPU utilisation {report['cpu_mfu']}")
+                  f"{c['logit_bytes']} B per logit")
+    t = report["time_constants"]
+    console.print(f"time: utilisation {t['mfu']} of the calibrated ceilings {report['peak_tflops']} TFLOP/s, "
+                  f"{t['elementwise_passes']} element-wise passes at {report['memory_bandwidth_gbs']} GB/s, "
+                  f"{t['pass_overhead_s']} s per forward/backward")
     console.print(f"memory within ±15%: {report['memory_within_15pct']}/{report['memory_checks']} checks; "
                   f"time within ±30%: {report['time_within_30pct']}/{report['time_checks']}")

@@ -11,18 +11,20 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from .settings import MdrError, get_settings
 
 # %% auto #0
 __all__ = ['app', 'recipes_app', 'profiles_app', 'data_app', 'bench_app', 'showcase_app', 'runs_app', 'tools_app', 'console',
-           'err_console', 'COMPARE_COLUMNS', 'LIST_COLUMNS', 'recipes_list', 'profiles_list', 'validate',
-           'profiles_detect', 'profiles_calibrate', 'data_validate', 'data_report', 'data_inventory', 'bench_data',
-           'bench_eval', 'bench_train_cmd', 'bench_pipeline_cmd', 'bench_plan', 'plan', 'eval_cmd', 'resonate',
-           'showcase_build', 'showcase_verify', 'showcase_serve', 'showcase_pack', 'showcase_unpack', 'run_recipe',
-           'print_summary', 'run', 'demo', 'submit', 'sweep', 'runs_list', 'runs_compare', 'lab', 'tools_list',
-           'tools_call', 'main']
+           'err_console', 'COMPARE_COLUMNS', 'LIST_COLUMNS', 'space_app', 'agent_app', 'exit_on_problems',
+           'recipes_list', 'profiles_list', 'validate', 'profiles_detect', 'profiles_calibrate', 'data_validate',
+           'data_report', 'data_inventory', 'bench_data', 'bench_eval', 'bench_train_cmd', 'bench_pipeline_cmd',
+           'bench_plan', 'plan', 'eval_cmd', 'resonate', 'showcase_build', 'showcase_verify', 'showcase_serve',
+           'showcase_pack', 'showcase_unpack', 'run_recipe', 'print_summary', 'run', 'demo', 'submit', 'sweep',
+           'runs_list', 'runs_compare', 'lab', 'space_run', 'space_bundle', 'space_verify', 'space_audit', 'tools_list',
+           'tools_call', 'agent_ask', 'agent_eval', 'agent_replay', 'main']
 
 # %% ../nbs/90_cli.ipynb #c005
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
@@ -43,6 +45,14 @@ tools_app = typer.Typer(no_args_is_help=True, help="Industry tools for agents: l
 app.add_typer(tools_app, name="tools")
 console = Console(width=None if sys.stdout.isatty() else 160)  # piped output: wide rows, no wrapping of names
 err_console = Console(stderr=True)
+
+def exit_on_problems(problems: list[str]):
+    "Print each problem on stderr and exit 1 when there are any (verify and replay commands)."
+    for problem in problems:
+        err_console.print(f"[red]✘[/red] {escape(problem)}", highlight=False)
+    if problems:
+        raise typer.Exit(1)
+
 _state = {"debug": False}
 
 @app.callback()
@@ -352,10 +362,7 @@ def showcase_verify(bundle: Path = typer.Argument(..., help="A bundle folder."))
     "Re-hash every file, check the card's metadata and re-score the saved predictions."
     from mdr_stack.showcase import verify_bundle
     problems = verify_bundle(bundle)
-    for problem in problems:
-        err_console.print(f"[red]✘[/red] {problem}", highlight=False)
-    if problems:
-        raise typer.Exit(1)
+    exit_on_problems(problems)
     console.print(f"[green]✔[/green] {bundle}: every file, the card and the scores check out")
 
 @showcase_app.command("serve")
@@ -586,6 +593,57 @@ def lab(
     raise typer.Exit(run_lab(port=port, root=root, open_browser=browser, all_kernels=all_kernels, echo=typer.echo))
 
 # %% ../nbs/90_cli.ipynb #c029
+space_app = typer.Typer(no_args_is_help=True, help="Model-Data Resonance spaces (模数共振空间): federated or pooled "
+                        "training across members, with provenance.")
+app.add_typer(space_app, name="space")
+
+@space_app.command("run")
+def space_run(
+    spec: str = typer.Argument(..., help="A shipped space name (see recipes/spaces/) or a space YAML file."),
+    runs_dir: Optional[str] = typer.Option(None, "--runs-dir", help="Where the space's run folder goes."),
+    profile: Optional[str] = typer.Option(None, "--profile", "-p", help="Pooled spaces: the hardware profile."),
+    record_wire: bool = typer.Option(False, "--record-wire", help="Federated: keep and decode every byte members send."),
+    baselines: bool = typer.Option(False, "--baselines", help="Federated: also train each member alone, for comparison."),
+    timeout: float = typer.Option(3600, "--timeout", help="Federated: seconds for the Flower run."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
+):
+    "Train a space: federated LoRA on Flower, or a pooled run with each member's contribution; prints the run folder."
+    from mdr_stack.space import format_audit, run_space, space_mode
+    if space_mode(spec) == "pooled":
+        from mdr_stack.pool import run_pool
+        run_dir = run_pool(spec, runs_dir=runs_dir, profile=profile, progress=not quiet)
+        console.print(f"pooled space run: [bold]{run_dir}[/bold]")
+        console.print((run_dir / "contribution.md").read_text(encoding="utf-8"), markup=False, highlight=False)
+        return
+    run_dir = run_space(spec, runs_dir=runs_dir, record_wire=record_wire, baselines=baselines, progress=not quiet,
+                        timeout=timeout)
+    console.print(f"space run: [bold]{run_dir}[/bold]")
+    console.print(format_audit(run_dir), markup=False, highlight=False)
+
+@space_app.command("bundle")
+def space_bundle(
+    run_dir: Path = typer.Argument(..., help="A finished space run folder (federated or pooled)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Bundle folder (default RUN_DIR/showcase)."),
+):
+    "Pack a space run's provenance: the adapter, the audit log or pool accounts, dataset cards, a manifest."
+    from mdr_stack.pool import build_provenance_bundle
+    console.print(f"provenance bundle: [bold]{build_provenance_bundle(run_dir, out)}[/bold]")
+
+@space_app.command("verify")
+def space_verify(bundle: Path = typer.Argument(..., help="A space provenance bundle folder.")):
+    "Re-hash every file and check the audit (or the pool's accounts) against the shipped adapter."
+    from mdr_stack.pool import verify_provenance_bundle
+    problems = verify_provenance_bundle(bundle)
+    exit_on_problems(problems)
+    console.print(f"[green]✔[/green] {bundle}: every file, the adapter and the provenance check out")
+
+@space_app.command("audit")
+def space_audit(run_dir: Path = typer.Argument(..., help="A finished federated space run folder.")):
+    "The audit report of a federated space run: members, rounds, what each sent, what was aggregated."
+    from mdr_stack.space import audit_report
+    console.print(audit_report(run_dir), markup=False, highlight=False)
+
+# %% ../nbs/90_cli.ipynb #c031
 @tools_app.command("list")
 def tools_list(
     toolset: Optional[list[str]] = typer.Argument(None, help="Tool sets or tools (default: all)."),
@@ -613,7 +671,70 @@ def tools_call(
     from mdr_stack.tools import ALL_TOOLS, call_tool
     print(json.dumps(call_tool(ALL_TOOLS, name, arguments), ensure_ascii=False, indent=2))
 
-# %% ../nbs/90_cli.ipynb #c031
+# %% ../nbs/90_cli.ipynb #c033
+agent_app = typer.Typer(no_args_is_help=True, help="Agents (特色智能体): ask a run's agent, re-run its evaluation, "
+                        "replay saved traces.")
+app.add_typer(agent_app, name="agent")
+
+@agent_app.command("ask")
+def agent_ask(
+    run_dir: Path = typer.Argument(..., help="An agent run directory (see `mdr runs list`)."),
+    question: str = typer.Argument(..., help="The task, in Chinese or English."),
+    base: bool = typer.Option(False, "--base", help="Ask the base model instead of the tuned agent."),
+    tools: Optional[list[str]] = typer.Option(None, "--tools", help="A tool set or tool to offer (repeatable; "
+                                              "default the recipe's; see `mdr tools list`)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the whole trace as JSON."),
+):
+    "Ask the agent of a run one question: prints each call, what the tool returned, and the answer."
+    import json
+    from mdr_stack.agents import ask_agent, trace_markdown
+    trace = ask_agent(run_dir, question, toolsets=tools, tuned=not base)
+    if as_json:
+        print(json.dumps(trace, ensure_ascii=False, indent=2))
+    else:
+        console.print(trace_markdown(trace), markup=False, highlight=False)
+
+@agent_app.command("eval")
+def agent_eval(
+    run_dir: Path = typer.Argument(..., help="An agent run directory whose adapter is trained."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+):
+    "Run the agent evaluation of a run again: base and tuned agents on its test split, into eval/results.json."
+    from mdr_stack.agents import agent_settings, evaluate_agent_run
+    from mdr_stack.pipeline import open_run
+    run = open_run(run_dir)
+    agent_settings(run.recipe)  # a run that is not an agent's is refused before a model loads
+    results = evaluate_agent_run(run, progress=not quiet)
+    base, tuned = results["models"]["base"]["overall"], results["models"]["tuned"]["overall"]
+    table = Table("metric", "base", "tuned", title=f"{run.recipe.name}: {tuned['n']} tasks of the "
+                  f"{results['config']['split']} split")
+    for name, value in tuned.items():
+        if name != "n":
+            table.add_row(name, f"{base[name]:.3f}", f"{value:.3f}")
+    console.print(table)
+    console.print(f"results: {run.dir / 'eval' / 'results.json'}")
+
+@agent_app.command("replay")
+def agent_replay(
+    path: Path = typer.Argument(..., help="An agent run directory, a showcase bundle or a samples.jsonl file."),
+):
+    "Run every call of saved agent traces through the tools again; exit status 1 when any result or score differs."
+    from rich.markup import escape
+
+    from mdr_stack.agents import agent_samples_file, replay_samples
+    from mdr_stack.evaluate import read_samples
+    file = agent_samples_file(path)
+    samples = read_samples(file)
+    if not samples or not all("trace" in s for s in samples):
+        raise MdrError("these are not the samples of an agent run (no traces)", where=str(file),
+                       hint="pass an agent run (`kind: agent`) after its evaluate stage, or its showcase bundle")
+    problems = replay_samples(samples, where=str(file))
+    exit_on_problems(problems)
+    calls = sum(m["role"] == "tool" for s in samples for m in s["trace"])
+    console.print(f"[green]✔[/green] {len(samples)} traces ({calls} tool calls) in {escape(str(file))} replay exactly: "
+                  "every result, answer and score", highlight=False)
+
+# %% ../nbs/90_cli.ipynb #c035
 def main(argv: list[str] | None = None) -> int:
     "Run the `mdr` command; user errors print a message and hint, not a traceback."
     try:

@@ -21,9 +21,10 @@ from .models import sha256_file
 from .settings import MdrError
 
 # %% auto #0
-__all__ = ['TIERS', 'PROSE_SECTIONS', 'YAML_FIRST_LINE', 'HUB_KEY_ORDER', 'PROSE_FIELDS', 'INVENTORY_FORMATS', 'DatasetCard',
-           'split_card', 'prose_parts', 'fields_from_prose', 'read_card', 'card_prose', 'card_text', 'write_card',
-           'data_files', 'combined_sha256', 'inventory_row', 'find_datasets', 'inventory', 'write_inventory']
+__all__ = ['TIERS', 'PROSE_SECTIONS', 'YAML_FIRST_LINE', 'HUB_KEY_ORDER', 'PROSE_FIELDS', 'TERMS_FIELDS', 'OPEN_LICENSES',
+           'INVENTORY_FORMATS', 'DatasetCard', 'split_card', 'prose_parts', 'fields_from_prose', 'read_card',
+           'card_prose', 'card_text', 'write_card', 'pooling_refusal', 'data_files', 'combined_sha256', 'inventory_row',
+           'find_datasets', 'inventory', 'write_inventory']
 
 # %% ../nbs/17_dataset_cards.ipynb #c006
 TIERS = {"general": "通识", "specialized": "专识"}
@@ -44,6 +45,8 @@ class DatasetCard(BaseModel):
     task_categories: list[str] = []
     tags: list[str] = []
     data_type: str | None = None  # e.g. "instruction-response text (JSONL)"; inferred from the data when unset
+    pooling: Literal["allowed", "forbidden"] | None = None  # may the records be pooled with others'? unset: by licence
+    consent: Literal["not-required", "obtained", "not-obtained", "withdrawn"] | None = None  # unset: not stated
     description: str = ""
     body: str = ""  # the prose after the YAML block, kept verbatim
 
@@ -177,6 +180,7 @@ HUB_KEY_ORDER = ("pretty_name", "language", "license", "license_name", "license_
                  "task_ids", "size_categories", "source_datasets", "annotations_creators", "language_creators",
                  "multilinguality", "tags")
 PROSE_FIELDS = ("description", "producer", "source", "collection_method", "known_limits")
+TERMS_FIELDS = ("pooling", "consent")
 
 def card_prose(card: DatasetCard) -> str:
     "Prose for a card that has none: title, description and one section per consortium field."
@@ -199,6 +203,7 @@ def card_text(card: DatasetCard, folder_name: str | None = None) -> str:
     meta |= {"industry": card.industry, "tier": card.tier}
     meta |= {k: getattr(card, k) for k in PROSE_FIELDS + ("data_type",)
              if getattr(card, k) and getattr(card, k) != in_prose.get(k)}
+    meta |= {k: getattr(card, k) for k in TERMS_FIELDS if getattr(card, k)}
     meta |= card.model_extra or {}
     return "---\n" + yaml.safe_dump(meta, sort_keys=False, allow_unicode=True, width=110) + "---\n" + body
 
@@ -214,6 +219,33 @@ def write_card(
     return path
 
 # %% ../nbs/17_dataset_cards.ipynb #c023
+OPEN_LICENSES = frozenset({  # Hugging Face licence ids that allow derived works and redistribution
+    "apache-2.0", "mit", "bsd-2-clause", "bsd-3-clause", "isc", "unlicense", "cc0-1.0", "pddl", "cc-by-4.0",
+    "cc-by-3.0", "cc-by-sa-4.0", "cc-by-sa-3.0", "odc-by", "odbl", "cdla-permissive-1.0", "cdla-permissive-2.0",
+    "cdla-sharing-1.0"})
+
+def pooling_refusal(
+    terms: DatasetCard | dict,  # a dataset card, or a record's `meta` (its `pooling`, `consent`, `license` keys)
+    require_consent: bool = False,  # a consent statement is required (unset consent refuses)
+) -> str | None:
+    "Why these terms forbid pooling the data with other members' data, or None when they allow it."
+    get = terms.get if isinstance(terms, dict) else lambda key: getattr(terms, key, None)
+    pooling, consent, licence = get("pooling"), get("consent"), get("license")
+    if pooling not in (None, "allowed", "forbidden"):
+        return f"`pooling: {pooling}` is neither allowed nor forbidden"
+    if pooling == "forbidden":
+        return "its terms say `pooling: forbidden`"
+    if consent in ("not-obtained", "withdrawn"):
+        return f"its terms say `consent: {consent}`"
+    if consent not in (None, "not-required", "obtained"):
+        return f"`consent: {consent}` is not one of not-required, obtained, not-obtained, withdrawn"
+    if consent is None and require_consent:
+        return "it states no `consent`, and this pool requires one"
+    if pooling is None and licence is not None and str(licence).casefold() not in OPEN_LICENSES:
+        return f"its licence `{licence}` does not allow pooling by itself, and it does not say `pooling: allowed`"
+    return None
+
+# %% ../nbs/17_dataset_cards.ipynb #c027
 def data_files(card: DatasetCard, folder: Path) -> dict[str, list[Path]]:
     "Split -> data files of a dataset, from the card's `configs` or the folder's `*.jsonl` files."
     configs = (card.model_extra or {}).get("configs") or []
@@ -238,7 +270,7 @@ def data_files(card: DatasetCard, folder: Path) -> dict[str, list[Path]]:
                            hint="convert the file to .jsonl (one conversation per line)")
     return files
 
-# %% ../nbs/17_dataset_cards.ipynb #c025
+# %% ../nbs/17_dataset_cards.ipynb #c029
 def combined_sha256(digests: dict[str, str]) -> str:
     "One SHA-256 over `<digest>  <file>` lines sorted by file name (the `sha256sum` format)."
     listing = "".join(f"{digests[name]}  {name}\n" for name in sorted(digests))
@@ -275,12 +307,15 @@ def inventory_row(
     if tokenizer is not None:
         row["tokens_counted_as"] = f"tokens ({getattr(tokenizer, 'name_or_path', None) or type(tokenizer).__name__})"
     row["license"] = card.license
+    row["pooling"] = card.pooling or ("allowed (by licence)" if card.license.casefold() in OPEN_LICENSES
+                                      else "not stated")
+    row["consent"] = card.consent or "not stated"
     row["sha256"] = combined_sha256(digests)
     row["files_sha256"] = "; ".join(f"{name} {digest}" for name, digest in digests.items())
     row["card"] = str(folder / "README.md")
     return row
 
-# %% ../nbs/17_dataset_cards.ipynb #c029
+# %% ../nbs/17_dataset_cards.ipynb #c033
 def _recipe_defaults(recipe_path: Path) -> dict[Path, dict]:
     "Dataset folder -> {industry, tier} for the datasets of one recipe."
     from mdr_stack.recipes import load_recipe
@@ -338,7 +373,7 @@ def inventory(
                        hint="fix or write those cards: the keys are described in nbs/17_dataset_cards.ipynb")
     return rows
 
-# %% ../nbs/17_dataset_cards.ipynb #c035
+# %% ../nbs/17_dataset_cards.ipynb #c039
 INVENTORY_FORMATS = (".csv", ".md", ".xlsx")
 
 def _markdown_cell(value) -> str:

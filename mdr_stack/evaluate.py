@@ -239,7 +239,11 @@ def rescore_run(run_dir: Path | str) -> dict:
     ev = run.recipe.evaluation
     old = json.loads((eval_dir / "results.json").read_text(encoding="utf-8")) if (eval_dir / "results.json").is_file() else {}
     samples = read_samples(eval_dir / "samples.jsonl")
-    summaries = rescore(samples, ev, task=run.recipe.scenario)
+    if run.recipe.kind == "agent":  # the agent metrics, from each sample's own fields (nbs/72_agents.ipynb)
+        from mdr_stack.agents import rescore_agent_samples
+        summaries = rescore_agent_samples(samples, ev.n_boot, ev.seed, task=run.recipe.scenario)
+    else:
+        summaries = rescore(samples, ev, task=run.recipe.scenario)
     config = {**old.get("config", {}), "rescored": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "n_boot": ev.n_boot,
               "seed": ev.seed}
     results = write_results(eval_dir, ev.main_metric, summaries, samples, config)

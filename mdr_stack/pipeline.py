@@ -180,6 +180,9 @@ def prepare_data(run: Run, tokenizer) -> dict:
     from mdr_stack.data_formats import load_splits
     from mdr_stack.templates_packing import encode_conversations, pack_examples, pad_examples, padding_fraction
 
+    if run.recipe.kind == "agent":  # tool-calling traces, rendered in the agent format (nbs/72_agents.ipynb)
+        from mdr_stack.agents import prepare_agent_data
+        return prepare_agent_data(run, tokenizer)
     splits = load_splits(run.recipe)
     if not splits["train"]:
         raise MdrError("the training split is empty", where=str(run.recipe.path))
@@ -312,6 +315,9 @@ def evaluate_run(run: Run, progress: bool = True) -> dict:
     from mdr_stack.evaluate import evaluate_model, write_results
     from mdr_stack.models import load_model, load_tokenizer
     from mdr_stack.resonance import diagnose_run
+    if run.recipe.kind == "agent":  # base and tuned agents run the test tasks with the tools (nbs/72_agents.ipynb)
+        from mdr_stack.agents import evaluate_agent_run
+        return evaluate_agent_run(run, progress)
     ev = run.recipe.evaluation
     records = read_jsonl(run.dir / "data" / f"{ev.split}.jsonl", limit=ev.limit).records
     if not records:

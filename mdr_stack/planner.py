@@ -14,11 +14,11 @@ from .recipes import Recipe
 from .settings import MdrError, did_you_mean
 
 # %% auto #0
-__all__ = ['KNOWN_CONFIGS', 'CPU_MEMORY', 'DEFAULT_MFU', 'CPU_MFU', 'SHARDING', 'Decision', 'Plan', 'known_config',
+__all__ = ['KNOWN_CONFIGS', 'CPU_MEMORY', 'DEFAULT_TIME', 'CPU_TIME', 'SHARDING', 'Decision', 'Plan', 'known_config',
            'count_parameters', 'estimate_lora_params', 'MemoryConstants', 'predict_peak_memory', 'memory_constants',
-           'flops_per_token', 'measured_mfu', 'predict_step_seconds', 'choose_precision', 'choose_attention',
-           'choose_processes', 'make_plan', 'model_config_for', 'rows_per_epoch', 'plan_recipe', 'save_plan',
-           'format_plan']
+           'flops_per_token', 'elementwise_bytes', 'TimeConstants', 'time_constants', 'predict_step_seconds',
+           'choose_precision', 'choose_attention', 'choose_processes', 'make_plan', 'model_config_for',
+           'rows_per_epoch', 'plan_recipe', 'save_plan', 'format_plan']
 
 # %% ../nbs/03_planner.ipynb #c005
 @dataclass
@@ -197,24 +197,51 @@ def flops_per_token(
     attention = 12 * layers * h * seq_len / 2
     return (4 + 2 * checkpointing) * matmul + 6 * trainable_params + attention * (1 + checkpointing / 3)
 
-DEFAULT_MFU = {"cuda": 0.5}
-CPU_MFU = 0.62  # measured: mdr bench plan on the `mid-512` case, against the cpu-x86 profile's matmul ceilings
+def elementwise_bytes(
+    config: dict, tokens: int, precision: str = "fp32", checkpointing: bool = False, label_fraction: float = 1.0,
+) -> float:
+    "Bytes of activations and labelled logits one micro-batch of `tokens` writes (the element-wise work's traffic)."
+    h, layers, vocab, heads, kv, inter = _shape(config)
+    width = 2 if precision in ("bf16", "fp16") else 4
+    acts = tokens * layers * (6 * h + 2 * h * kv / heads + 4 * inter) * width * (1 + checkpointing)
+    return acts + tokens * label_fraction * vocab * 4
 
-def measured_mfu(profile: HardwareProfile) -> float | None:
-    "The utilisation measured for this device kind, if any (CPU: `62_bench_planner`)."
-    return CPU_MFU if profile.device_type == "cpu" else None
+@dataclass(frozen=True)
+class TimeConstants:
+    "Calibration constants of the step-time model, with where they come from."
+    mfu: float = 0.3  # share of the matmul ceiling that the matmuls reach
+    elementwise_passes: float = 0.0  # × `elementwise_bytes` over the memory bandwidth
+    pass_overhead_s: float = 0.0  # fixed seconds per forward/backward (dispatch, optimizer step)
+    source: str = "hardware.md §4: GPUs 0.5, other accelerators 0.3; no element-wise or fixed terms"
+
+DEFAULT_TIME = {"cuda": TimeConstants(mfu=0.5)}
+CPU_TIME = TimeConstants(mfu=0.62, elementwise_passes=0.0, pass_overhead_s=0.0,
+                         source="to be measured by mdr bench plan")
+
+def time_constants(profile: HardwareProfile) -> TimeConstants:
+    "The step-time constants for a profile's device kind (CPU: measured by `62_bench_planner`)."
+    return CPU_TIME if profile.device_type == "cpu" else DEFAULT_TIME.get(profile.device_type, TimeConstants())
 
 def predict_step_seconds(
     config: dict, trainable_params: int, tokens_per_step: int, seq_len: int, profile: HardwareProfile, precision: str,
-    checkpointing: bool = False, label_fraction: float = 1.0, mfu: float | None = None,
+    checkpointing: bool = False, label_fraction: float = 1.0, constants: TimeConstants | None = None,
+    micro_batch_tokens: int | None = None,  # tokens of one forward/backward on one device (default: the whole step)
 ) -> float | None:
     "Predicted seconds per optimizer step over all the profile's devices; None when the profile has no peak figure."
     peak = getattr(profile.peak_tflops, precision, None) or profile.peak_tflops.fp32
     if not peak:
         return None
-    mfu = mfu or DEFAULT_MFU.get(profile.device_type, 0.3)
-    work = tokens_per_step * flops_per_token(config, trainable_params, seq_len, checkpointing, label_fraction)
-    return work / (profile.world_size * peak * 1e12 * mfu)
+    constants = constants or time_constants(profile)
+    per_device = tokens_per_step / profile.world_size
+    seconds = per_device * flops_per_token(config, trainable_params, seq_len, checkpointing, label_fraction) / (
+        peak * 1e12 * constants.mfu)
+    micro = micro_batch_tokens or per_device
+    passes = max(1, round(per_device / micro))
+    bandwidth = profile.memory_bandwidth_gbs
+    if constants.elementwise_passes and bandwidth:
+        seconds += constants.elementwise_passes * elementwise_bytes(
+            config, per_device, precision, checkpointing, label_fraction) / (bandwidth * 1e9)
+    return seconds + passes * constants.pass_overhead_s
 
 # %% ../nbs/03_planner.ipynb #c024
 def choose_precision(recipe: Recipe, profile: HardwareProfile) -> tuple[str, str]:
@@ -398,12 +425,14 @@ def make_plan(
     step_seconds = epoch_seconds = None
     if model_config:
         step_seconds = predict_step_seconds(model_config, trainable_params, tokens_per_step, train.max_seq_len, profile,
-                                            precision, checkpointing, fraction, mfu=measured_mfu(profile))
+                                            precision, checkpointing, fraction, micro_batch_tokens=micro * train.max_seq_len)
         if step_seconds and steps_per_epoch:
             epoch_seconds = round(step_seconds * steps_per_epoch, 1)
         decisions.append(Decision("predicted_step_seconds", step_seconds and round(step_seconds, 3),
                                   f"{tokens_per_step} tokens per step at the {precision} ceiling of {profile.name}"
-                                  f" × utilisation {measured_mfu(profile) or DEFAULT_MFU.get(profile.device_type, 0.3)}"
+                                  f" × utilisation {time_constants(profile).mfu}"
+                                  + (" + element-wise and per-pass terms measured on CPU"
+                                     if time_constants(profile).pass_overhead_s else "")
                                   if step_seconds else "the profile has no matmul ceiling"))
     return Plan(recipe.name, profile.name, profile.device_type, precision, micro, accum, world, profile.nodes,
                 checkpointing, launcher, memory.get("total"), trainable_params or None, decisions,

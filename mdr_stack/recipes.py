@@ -10,15 +10,16 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .data_formats import source_files
 from .settings import MdrError, did_you_mean
 
 # %% auto #0
 __all__ = ['REPO_FOLDERS', 'load_yaml', 'validate_yaml', 'Section', 'ModelSpec', 'ColumnsSpec', 'TagsSpec', 'DatasetSpec',
-           'MethodSpec', 'TrainingSpec', 'SuiteSpec', 'EvaluationSpec', 'ShowcaseSpec', 'Recipe', 'shipped_dir',
-           'list_recipes', 'find_recipe', 'apply_overrides', 'parse_overrides', 'load_recipe']
+           'MethodSpec', 'TrainingSpec', 'SuiteSpec', 'EvaluationSpec', 'agent_metric_names', 'AgentSpec',
+           'ShowcaseSpec', 'Recipe', 'shipped_dir', 'list_recipes', 'find_recipe', 'apply_overrides', 'parse_overrides',
+           'load_recipe']
 
 # %% ../nbs/01_recipes.ipynb #c006
 def _node_lines(node, path=(), lines=None) -> dict[tuple, int]:
@@ -210,7 +211,7 @@ class SuiteSpec(Section):
 
 class EvaluationSpec(Section):
     "How to score base and tuned models on the held-out split, and what the diagnosis aims at."
-    main_metric: str = "exact_match"  # the headline metric of results.json (a generation metric)
+    main_metric: str = "exact_match"  # the headline metric of results.json: a generation metric (agents: task_success)
     metrics: list[str] = ["exact_match"]  # generation metrics, each overall and per category
     suites: list[SuiteSpec] = []  # more suites, e.g. multiple choice from log-likelihoods
     split: Literal["test", "dev"] = "test"  # the reported split
@@ -225,6 +226,13 @@ class EvaluationSpec(Section):
     @field_validator("main_metric")
     @classmethod
     def _known_main_metric(cls, value: str) -> str:
+        from mdr_stack.metrics import METRICS
+        agent_metrics = agent_metric_names()
+        if value in agent_metrics:  # an agent recipe's; `Recipe` checks that it goes with `kind: agent`
+            return value
+        if value not in METRICS:
+            raise ValueError(f"unknown metric '{value}'; " + (did_you_mean(value, [*METRICS, *agent_metrics])
+                                                               or f"known: {', '.join([*METRICS, *agent_metrics])}"))
         return SuiteSpec.check_metrics([value])[0]
 
     @field_validator("metrics")
@@ -236,6 +244,32 @@ class EvaluationSpec(Section):
         "The generation suite (main metric first, then `metrics`) followed by the extra suites."
         names = list(dict.fromkeys([self.main_metric, *self.metrics]))
         return [SuiteSpec(name="generation", metrics=names), *self.suites]
+
+def agent_metric_names() -> list[str]:
+    "The metrics an agent evaluation reports (`mdr_stack.agents.AGENT_METRICS`)."
+    from mdr_stack.agents import AGENT_METRICS
+    return list(AGENT_METRICS)
+
+def _all_toolsets() -> list[str]:
+    from mdr_stack.tools import TOOLSETS
+    return list(TOOLSETS)
+
+class AgentSpec(Section):
+    "What an agent recipe (`kind: agent`) sets beyond an ordinary one: the tools offered and the step limit."
+    toolsets: list[str] = Field(default_factory=_all_toolsets, min_length=1)  # tool sets or single tools (`mdr tools list`)
+    max_steps: int = Field(4, ge=1)  # assistant turns per task, the final answer included
+    max_new_tokens: int | None = Field(None, ge=1)  # tokens per assistant turn; default evaluation.max_new_tokens
+
+    @field_validator("toolsets")
+    @classmethod
+    def _known_toolsets(cls, value: list[str]) -> list[str]:
+        from mdr_stack.tools import ALL_TOOLS, TOOLSETS
+        known = [*TOOLSETS, *ALL_TOOLS.names]
+        for name in value:
+            if name not in known:
+                raise ValueError(f"unknown tool set or tool '{name}'; "
+                                 + (did_you_mean(name, known) or f"tool sets: {', '.join(TOOLSETS)}"))
+        return value
 
 class ShowcaseSpec(Section):
     "What goes into the showcase bundle."
@@ -257,6 +291,7 @@ class Recipe(Section):
     training: TrainingSpec = TrainingSpec()
     evaluation: EvaluationSpec = EvaluationSpec()
     showcase: ShowcaseSpec = ShowcaseSpec()
+    agent: AgentSpec | None = None  # only with `kind: agent`; filled with the defaults when an agent recipe omits it
     base_dir: Path | None = None  # the recipe file's folder (set by the loader)
     path: Path | None = None  # the recipe file (set by the loader)
 
@@ -266,6 +301,38 @@ class Recipe(Section):
         if not value or value.startswith("/") or ".." in value:
             raise ValueError("name must look like `industry/scenario`")
         return value
+
+    @field_validator("evaluation")
+    @classmethod
+    def _metrics_fit_kind(cls, value: EvaluationSpec, info) -> EvaluationSpec:
+        agent, agent_metrics = info.data.get("kind") == "agent", agent_metric_names()
+        if not agent and value.main_metric in agent_metrics:
+            raise ValueError(f"main_metric '{value.main_metric}' scores agents; this recipe is kind "
+                             f"'{info.data.get('kind')}' (set `kind: agent`, or use a generation metric such as exact_match)")
+        if agent and "main_metric" in value.model_fields_set and value.main_metric not in agent_metrics:
+            raise ValueError(f"an agent recipe is scored by its agent metrics ({', '.join(agent_metrics)}), "
+                             f"not '{value.main_metric}'; e.g. main_metric: task_success")
+        if agent and (value.suites or value.metrics != EvaluationSpec.model_fields["metrics"].default):
+            raise ValueError("an agent recipe reports every agent metric; remove evaluation.metrics and "
+                             "evaluation.suites")
+        return value
+
+    @field_validator("agent")
+    @classmethod
+    def _agent_only_for_agents(cls, value: AgentSpec | None, info) -> AgentSpec | None:
+        if value is not None and info.data.get("kind") != "agent":
+            raise ValueError(f"an agent: section needs `kind: agent` (this recipe is kind '{info.data.get('kind')}'); "
+                             "set the kind or remove the section")
+        return value
+
+    @model_validator(mode="after")
+    def _agent_defaults(self) -> Recipe:
+        "An agent recipe without its own choices gets task_success as main metric and the default agent section."
+        if self.kind == "agent":
+            if "main_metric" not in self.evaluation.model_fields_set:
+                self.evaluation = self.evaluation.model_copy(update={"main_metric": "task_success"})
+            self.agent = self.agent or AgentSpec()
+        return self
 
     def dataset_dir(self, spec: DatasetSpec) -> Path:
         "The folder of dataset `spec`, resolved against the recipe file."

@@ -24,10 +24,10 @@ from .settings import MdrError
 
 # %% auto #0
 __all__ = ['MANIFEST', 'REPORT_STYLE', 'TOKENIZER_FILES', 'write_manifest', 'check_manifest', 'card_metadata', 'model_card',
-           'read_card_metadata', 'check_card', 'check_scores', 'loss_figure', 'per_category_figure', 'confusion_counts',
-           'confusion_figure', 'report_html', 'render_notebook_html', 'copy_tokenizer', 'write_merged',
-           'provenance_record', 'write_app', 'build_bundle', 'verify_bundle', 'pack_bundle', 'unsafe_members',
-           'unpack_bundle']
+           'agent_card_section', 'read_card_metadata', 'check_card', 'check_scores', 'compare_scores', 'loss_figure',
+           'per_category_figure', 'confusion_counts', 'confusion_figure', 'report_html', 'render_notebook_html',
+           'agent_report_html', 'copy_tokenizer', 'write_merged', 'provenance_record', 'write_app', 'build_bundle',
+           'verify_bundle', 'check_agent_bundle', 'pack_bundle', 'unsafe_members', 'unpack_bundle']
 
 # %% ../nbs/40_showcase.ipynb #c006
 MANIFEST = "manifest.json"
@@ -102,6 +102,7 @@ def model_card(recipe, results: dict, provenance: dict, plan: dict, profile: dic
     hardware = f"`{profile.get('name') or plan.get('profile')}`" + (f" ({summary})" if summary else "")
     trained = (f"{train_summary['steps']} steps in {train_summary['seconds']} s "
                f"({train_summary.get('tokens_per_second', '?')} tokens/s)" if train_summary else "see train/summary.json")
+    agent = agent_card_section(recipe, results) if recipe.kind == "agent" else ""
     return f"""---
 {yaml.safe_dump(meta, sort_keys=False, allow_unicode=True).strip()}
 ---
@@ -127,7 +128,7 @@ def model_card(recipe, results: dict, provenance: dict, plan: dict, profile: dic
 Every prediction is in `samples.jsonl`; `mdr showcase verify` re-scores them against these numbers. The report with
 plots is `report/index.html`; `diagnosis.json`, when present, lists the categories where the tuned model falls short on
 the dev split.
-
+{agent}
 ## Data
 
 Trained on {', '.join(d.name for d in recipe.datasets)}; the dataset cards are in `data/`. The evaluation split was held out
@@ -157,7 +158,31 @@ decisions without an expert's review. Scores come from the held-out split descri
 other tasks.
 """
 
-# %% ../nbs/40_showcase.ipynb #c012
+# %% ../nbs/40_showcase.ipynb #c013
+def agent_card_section(recipe, results: dict) -> str:
+    "The model card's section on an agent: its tools and step limit, every agent metric for base and tuned."
+    from mdr_stack.agents import agent_settings
+    settings = agent_settings(recipe)
+    base, tuned = results["models"]["base"]["overall"], results["models"]["tuned"]["overall"]
+    rows = "\n".join(f"| {name} | {base.get(name, 0):.3f} | {value:.3f} |" for name, value in tuned.items() if name != "n")
+    return f"""
+## Agent
+
+A tool-calling agent (特色智能体): it answers by calling the industry tools of `tools.json`
+({', '.join(settings.registry.names)}) in SmolLM2's text tool format, at most {settings.max_steps} turns of
+{settings.max_new_tokens} tokens each, greedy decoding. Every agent metric on the
+{results.get('config', {}).get('split', recipe.evaluation.split)} split:
+
+| metric | base | tuned |
+|---|---|---|
+{rows}
+
+`report/agent.html` shows every trace of the evaluation: each call, what the tool returned, and the answer.
+`mdr showcase verify` (or `mdr agent replay BUNDLE`) runs every saved call through the tools again and re-scores the
+traces; `mdr agent ask RUN_DIR "question"` asks the agent of a run.
+"""
+
+# %% ../nbs/40_showcase.ipynb #c014
 def read_card_metadata(card: str) -> dict:
     "The YAML metadata block at the top of a model card."
     if not card.startswith("---\n") or "\n---\n" not in card[4:]:
@@ -189,7 +214,7 @@ def check_card(meta: dict, results: dict) -> list[str]:
                             f"{results['models'][model]['overall'][metric]}")
     return problems
 
-# %% ../nbs/40_showcase.ipynb #c014
+# %% ../nbs/40_showcase.ipynb #c016
 def _compare(where: str, stated, got, tolerance: float) -> list[str]:
     if stated is None or got is None or abs(stated - got) > tolerance:
         return [f"results.json: {where} is {stated}, re-scoring samples.jsonl gives {got if got is None else round(got, 4)}"]
@@ -203,11 +228,19 @@ def check_scores(
 ) -> list[str]:
     "Differences between `results` and the scores recomputed from `samples` (empty when they agree)."
     from mdr_stack.evaluate import rescore
-    metric = results["main_metric"]
     try:
         fresh = rescore([dict(s) for s in samples], evaluation)
     except (MdrError, KeyError) as err:
         return [f"samples.jsonl: cannot be re-scored ({type(err).__name__}: {err})"]
+    return compare_scores(results, fresh, tolerance)
+
+def compare_scores(
+    results: dict,  # the stored results.json
+    fresh: dict[str, dict],  # each model's summary recomputed from the saved samples
+    tolerance: float = 1e-4,
+) -> list[str]:
+    "Where the stored results and the recomputed summaries differ: the main metric overall and per category, every suite metric."
+    metric = results["main_metric"]
     problems = []
     for model, summary in results["models"].items():
         if model not in fresh:
@@ -229,7 +262,7 @@ def check_scores(
                                      redone.get("overall", {}).get("value"), tolerance)
     return problems
 
-# %% ../nbs/40_showcase.ipynb #c017
+# %% ../nbs/40_showcase.ipynb #c019
 def _png(fig) -> str:
     "A figure as an `<img>` tag with the PNG embedded."
     buffer = io.BytesIO()
@@ -259,7 +292,7 @@ def per_category_figure(results: dict):
     ax.set_xticks(range(len(categories)), categories), ax.set_ylabel(metric), ax.set_ylim(0, 1), ax.legend()
     return fig
 
-# %% ../nbs/40_showcase.ipynb #c018
+# %% ../nbs/40_showcase.ipynb #c020
 def confusion_counts(samples: list[dict], max_labels: int = 12) -> tuple[list[str], dict] | None:
     "Counts of (reference, predicted label) when references are labels from a small set; None when it does not apply."
     from mdr_stack.evaluate import normalize_answer
@@ -285,7 +318,7 @@ def confusion_figure(labels: list[str], counts: dict, title: str):
     ax.set_xlabel("predicted"), ax.set_ylabel("reference"), ax.set_title(title)
     return fig
 
-# %% ../nbs/40_showcase.ipynb #c020
+# %% ../nbs/40_showcase.ipynb #c022
 def _table(header: list[str], rows: list[list]) -> str:
     head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in row) + "</tr>" for row in rows)
@@ -293,15 +326,20 @@ def _table(header: list[str], rows: list[list]) -> str:
 
 REPORT_STYLE = """body{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem;color:#222}
 table{border-collapse:collapse;margin:1rem 0;font-size:.9rem}td,th{border:1px solid #ccc;padding:.3rem .5rem;text-align:left;vertical-align:top}
-th{background:#f3f3f3}img{max-width:100%}"""
+th{background:#f3f3f3}img{max-width:100%}
+code{white-space:pre-wrap;word-break:break-word}.error{color:#b00020}section.task{border-top:1px solid #ccc;margin-top:1rem}"""
 
 def report_html(title: str, results: dict, samples: list[dict], train_metrics: list[dict],
-                notebook_link: str | None = None, n_samples: int = 20, diagnosis: dict | None = None) -> str:
+                notebook_link: str | None = None, n_samples: int = 20, diagnosis: dict | None = None,
+                agent_link: str | None = None) -> str:
     "The report page: overall scores, plots and sample generations, as one HTML string."
     metric = results["main_metric"]
     models = results["models"]
     parts = [f"<h1>{html.escape(title)}</h1>",
              _table(["model", metric, "n"], [[m, f"{v['overall'][metric]:.3f}", v["overall"]["n"]] for m, v in models.items()])]
+    if agent_link:
+        parts.append(f'<p>Every trace of the agents, each call and its result: <a href="{html.escape(agent_link)}">'
+                     f"{html.escape(agent_link)}</a></p>")
     if notebook_link:
         parts.append(f'<p>The executed evaluation notebook: <a href="{html.escape(notebook_link)}">{html.escape(notebook_link)}</a></p>')
     if train_metrics:
@@ -328,7 +366,7 @@ def report_html(title: str, results: dict, samples: list[dict], train_metrics: l
     return (f'<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
             f"<style>{REPORT_STYLE}</style></head><body>\n{body}\n</body></html>\n")
 
-# %% ../nbs/40_showcase.ipynb #c022
+# %% ../nbs/40_showcase.ipynb #c024
 def render_notebook_html(notebook: Path, out_file: Path) -> Path:
     "Render an executed notebook to HTML without its code cells (nbconvert `--no-input`)."
     done = subprocess.run([sys.executable, "-m", "nbconvert", "--to", "html", "--no-input", "--output",
@@ -339,7 +377,41 @@ def render_notebook_html(notebook: Path, out_file: Path) -> Path:
                        hint="open the notebook in Jupyter to see whether it is a valid executed notebook")
     return out_file
 
-# %% ../nbs/40_showcase.ipynb #c024
+# %% ../nbs/40_showcase.ipynb #c026
+def agent_report_html(
+    title: str,
+    results: dict,  # results.json of an agent run
+    samples: list[dict],  # its samples.jsonl: one sample per task and model, each with its trace
+    tools: list[dict],  # the JSON schemas of the tools the agents could be offered (tools.json)
+) -> str:
+    "The agent demo page: the agent metrics, the tools, and every saved trace with each call, its result and the answer."
+    from mdr_stack.agents import sample_trace, trace_html
+    models = results["models"]
+    metrics = [name for name in models["tuned"]["overall"] if name != "n"]
+    parts = [f"<h1>{html.escape(title)}</h1>",
+             _table(["metric", *models], [[name, *(f"{v['overall'][name]:.3f}" for v in models.values())]
+                                          for name in metrics]),
+             "<h2>Tools</h2>",
+             _table(["tool", "what it computes", "arguments"],
+                    [[t["function"]["name"], t["function"].get("description", ""),
+                      ", ".join(t["function"].get("parameters", {}).get("properties", {}))] for t in tools])]
+    by_task = {}
+    for sample in samples:
+        by_task.setdefault(sample["id"], []).append(sample)
+    parts.append(f"<h2>Every trace: {len(by_task)} tasks, {len(samples)} traces</h2>")
+    for task_id, group in by_task.items():
+        parts.append(f'<section class="task"><h3>{html.escape(str(task_id))} [{html.escape(str(group[0]["category"]))}]'
+                     f"; reference answer: {html.escape(str(group[0]['reference']))}</h3>")
+        for sample in group:
+            success = "✓ task success" if sample["scores"]["task_success"] else "✗ no task success"
+            parts.append(f"<h4>{html.escape(sample['model'])}: {success}, {sample['steps']} step(s)</h4>"
+                         + trace_html(sample_trace(sample)))
+        parts.append("</section>")
+    body = "\n".join(parts)
+    return (f'<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
+            f"<style>{REPORT_STYLE}</style></head><body>\n{body}\n</body></html>\n")
+
+# %% ../nbs/40_showcase.ipynb #c028
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja",
                    "tokenizer.model", "vocab.json", "merges.txt", "added_tokens.json")
 
@@ -360,7 +432,7 @@ def write_merged(base_dir: Path, adapter_dir: Path, out_dir: Path) -> Path:
     copy_tokenizer(base_dir, out_dir)
     return out_dir
 
-# %% ../nbs/40_showcase.ipynb #c026
+# %% ../nbs/40_showcase.ipynb #c030
 def _read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
@@ -377,7 +449,7 @@ def _copy_if_present(src: Path, dst: Path) -> bool:
     shutil.copy(src, dst)
     return True
 
-# %% ../nbs/40_showcase.ipynb #c027
+# %% ../nbs/40_showcase.ipynb #c031
 def provenance_record(run: dict) -> dict:
     "What the bundle came from: the run's versions, git commit, seeds, input hashes and base model, and when it was built."
     from mdr_stack.pipeline import package_versions, source_git
@@ -385,7 +457,7 @@ def provenance_record(run: dict) -> dict:
             "bundle": {"built": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
                        "versions": package_versions(), "git": source_git()}}
 
-# %% ../nbs/40_showcase.ipynb #c028
+# %% ../nbs/40_showcase.ipynb #c032
 def write_app(bundle: Path, recipe, base_model: str | None):
     "Put the demo app into `bundle/app`: the module, a launcher and a Hugging Face Spaces README."
     from mdr_stack import demo_app
@@ -409,7 +481,7 @@ def write_app(bundle: Path, recipe, base_model: str | None):
                                    "The demo of this bundle: base and tuned model side by side. Run `python app/app.py` "
                                    "from the bundle folder (needs gradio, transformers and peft).\n", encoding="utf-8")
 
-# %% ../nbs/40_showcase.ipynb #c029
+# %% ../nbs/40_showcase.ipynb #c033
 def build_bundle(
     run_dir: Path,  # a finished run directory (train and evaluate done)
     recipe=None,  # the run's recipe (default: read from the run's inputs/recipe.json)
@@ -467,9 +539,17 @@ def build_bundle(
         render_notebook_html(notebook, bundle / "report" / "evaluation.html")
         link = "evaluation.html"
     metrics = _read_jsonl(bundle / "train/metrics.jsonl") if (bundle / "train/metrics.jsonl").is_file() else []
+    samples = _read_jsonl(bundle / "samples.jsonl")
+    if recipe.kind == "agent":  # the tools' schemas and the page with every trace
+        from mdr_stack.agents import agent_settings
+        tools = agent_settings(recipe).registry.schemas()
+        (bundle / "tools.json").write_text(json.dumps(tools, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        (bundle / "report" / "agent.html").write_text(
+            agent_report_html(f"{recipe.name}: the agents' traces", results, samples, tools), encoding="utf-8")
     (bundle / "report" / "index.html").write_text(
-        report_html(f"{recipe.name}: evaluation report", results, _read_jsonl(bundle / "samples.jsonl"), metrics, link,
-                    diagnosis=json.loads((bundle / "diagnosis.json").read_text()) if (bundle / "diagnosis.json").is_file() else None),
+        report_html(f"{recipe.name}: evaluation report", results, samples, metrics, link,
+                    diagnosis=json.loads((bundle / "diagnosis.json").read_text()) if (bundle / "diagnosis.json").is_file() else None,
+                    agent_link="agent.html" if recipe.kind == "agent" else None),
         encoding="utf-8")
 
     write_app(bundle, recipe, card_metadata(recipe, results, model)["base_model"])
@@ -477,7 +557,7 @@ def build_bundle(
     write_manifest(bundle)
     return bundle
 
-# %% ../nbs/40_showcase.ipynb #c031
+# %% ../nbs/40_showcase.ipynb #c035
 def verify_bundle(bundle: Path) -> list[str]:
     "Everything wrong with a bundle: files against the manifest, the card's metadata, and re-scored predictions."
     bundle = Path(bundle)
@@ -500,13 +580,44 @@ def verify_bundle(bundle: Path) -> list[str]:
             problems.append(f"README.md: {err}")
     if (bundle / "samples.jsonl").is_file() and (bundle / "recipe.json").is_file():
         from mdr_stack.recipes import Recipe
-        evaluation = Recipe.model_validate(json.loads((bundle / "recipe.json").read_text())).evaluation
-        problems += check_scores(results, _read_jsonl(bundle / "samples.jsonl"), evaluation)
+        recipe = Recipe.model_validate(json.loads((bundle / "recipe.json").read_text()))
+        samples = _read_jsonl(bundle / "samples.jsonl")
+        if recipe.kind == "agent":
+            problems += check_agent_bundle(bundle, results, samples, recipe)
+        else:
+            problems += check_scores(results, samples, recipe.evaluation)
     else:
         problems.append("samples.jsonl, recipe.json: needed to re-score the predictions")
     return problems
 
-# %% ../nbs/40_showcase.ipynb #c035
+def check_agent_bundle(
+    bundle: Path,
+    results: dict,  # the bundle's results.json
+    samples: list[dict],  # its samples.jsonl
+    recipe,  # its recipe (kind: agent)
+) -> list[str]:
+    "An agent bundle's own checks: every trace replayed through the tools, the samples re-scored, tools.json current."
+    from mdr_stack.agents import agent_settings, replay_samples, rescore_agent_samples
+    problems = replay_samples(samples)
+    try:
+        fresh = rescore_agent_samples([dict(s) for s in samples], task=recipe.scenario)
+    except (MdrError, KeyError, TypeError) as err:
+        problems.append(f"samples.jsonl: cannot be re-scored ({type(err).__name__}: {err})")
+    else:
+        problems += compare_scores(results, fresh)
+    if not (bundle / "tools.json").is_file():
+        return problems + ["tools.json: missing (the schemas of the agent's tools)"]
+    try:
+        stated = {t["function"]["name"]: t for t in json.loads((bundle / "tools.json").read_text(encoding="utf-8"))}
+    except (ValueError, KeyError, TypeError) as err:
+        return problems + [f"tools.json: not a list of tool schemas ({type(err).__name__}: {err})"]
+    current = {t["function"]["name"]: t for t in agent_settings(recipe).registry.schemas()}
+    problems += [f"tools.json: {name} {'is not offered by the recipe' if name not in current else 'differs from the tool mdr-stack runs'}"
+                 for name in stated if stated[name] != current.get(name)]
+    problems += [f"tools.json: {name} is missing" for name in current if name not in stated]
+    return problems
+
+# %% ../nbs/40_showcase.ipynb #c041
 def pack_bundle(
     bundle: Path,  # a bundle folder
     out: Path | None = None,  # the archive (default: BUNDLE.tar.gz beside the folder)
@@ -528,7 +639,7 @@ def pack_bundle(
                 tar.addfile(info, f)
     return out
 
-# %% ../nbs/40_showcase.ipynb #c036
+# %% ../nbs/40_showcase.ipynb #c042
 def unsafe_members(tar: tarfile.TarFile) -> list[str]:
     "Members of `tar` that are not plain files or folders inside one top folder."
     problems, tops = [], set()

@@ -478,7 +478,7 @@ def verify_pool_bundle(
     from mdr_stack.showcase import check_manifest
     bundle = Path(bundle)
     if not bundle.is_dir():
-        raise MdrError("not a folder", where=str(bundle), hint="pass a bundle folder made by build_pool_bundle")
+        raise MdrError("not a folder", where=str(bundle), hint="pass a bundle folder made by `mdr space bundle RUN_DIR` (build_pool_bundle)")
     problems = check_manifest(bundle)
     try:
         info = json.loads((bundle / "pool.json").read_text(encoding="utf-8"))
@@ -487,6 +487,10 @@ def verify_pool_bundle(
         adapter = sha256_file(bundle / "adapter" / "adapter_model.safetensors")
     except (OSError, ValueError) as err:
         return problems + [f"pool.json, contribution.json, records.jsonl, adapter: not readable ({type(err).__name__}: {err})"]
+    malformed = [i for i, r in enumerate(records, 1) if not isinstance(r, dict) or not isinstance(r.get("member"), str)]
+    if malformed:
+        problems.append(f"records.jsonl: line(s) {', '.join(map(str, malformed[:5]))} name no member")
+        records = [r for i, r in enumerate(records, 1) if i not in malformed]
     if adapter != report.get("pooled_adapter_sha256"):
         problems.append(f"adapter/adapter_model.safetensors: sha256 {adapter[:12]}…, the contribution report names "
                         f"{str(report.get('pooled_adapter_sha256'))[:12]}…")
@@ -506,7 +510,7 @@ def verify_pool_bundle(
 
 # %% ../nbs/56_pool.ipynb #c044
 def build_provenance_bundle(
-    run_dir: Path,  # a finished space run: federated (`mdr space run`) or pooled (`mdr space run`)
+    run_dir: Path,  # a finished space run: federated or pooled (`mdr space run`)
     out_dir: Path | None = None,  # where to build (default RUN_DIR/showcase; replaced if it exists)
 ) -> Path:
     "The provenance bundle of a finished space run, federated or pooled."

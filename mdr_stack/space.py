@@ -1190,7 +1190,7 @@ def verify_space_bundle(
     from mdr_stack.showcase import check_manifest
     bundle = Path(bundle)
     if not bundle.is_dir():
-        raise MdrError("not a folder", where=str(bundle), hint="pass a bundle folder made by build_space_bundle")
+        raise MdrError("not a folder", where=str(bundle), hint="pass a bundle folder made by `mdr space bundle RUN_DIR` (build_space_bundle)")
     problems = check_manifest(bundle)
     try:
         info = json.loads((bundle / "space.json").read_text(encoding="utf-8"))

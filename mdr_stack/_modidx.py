@@ -129,6 +129,8 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                                                                                    'mdr_stack/bench_train.py'),
                                        'mdr_stack.bench_train.measure_run': ('bench_train.html#measure_run', 'mdr_stack/bench_train.py'),
                                        'mdr_stack.bench_train.mfu': ('bench_train.html#mfu', 'mdr_stack/bench_train.py'),
+                                       'mdr_stack.bench_train.native_precision': ( 'bench_train.html#native_precision',
+                                                                                   'mdr_stack/bench_train.py'),
                                        'mdr_stack.bench_train.peft_lora_config': ( 'bench_train.html#peft_lora_config',
                                                                                    'mdr_stack/bench_train.py'),
                                        'mdr_stack.bench_train.reference_train': ( 'bench_train.html#reference_train',

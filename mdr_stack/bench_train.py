@@ -22,9 +22,9 @@ from .settings import MdrError, progress_bar
 
 # %% auto #0
 __all__ = ['VARIANTS', 'LLAMA_LINEAR', 'PRECISION_DTYPES', 'PRESETS', 'peft_lora_config', 'training_rows', 'reference_train',
-           'measure_in_this_process', 'measure_run', 'measure_peak_tflops', 'mfu', 'machine_info', 'bench_train',
-           'measure_pipeline_in_this_process', 'measure_pipeline', 'bench_pipeline', 'markdown_table', 'save_result',
-           'run_preset']
+           'measure_in_this_process', 'measure_run', 'native_precision', 'measure_peak_tflops', 'mfu', 'machine_info',
+           'bench_train', 'measure_pipeline_in_this_process', 'measure_pipeline', 'bench_pipeline', 'markdown_table',
+           'save_result', 'run_preset']
 
 # %% ../nbs/63_bench_train.ipynb #c006
 VARIANTS: dict[str, dict] = {
@@ -260,6 +260,11 @@ def measure_run(case: dict, timeout: float = 3600) -> dict:
 # %% ../nbs/63_bench_train.ipynb #c028
 PRECISION_DTYPES = {"fp32": "float32", "bf16": "bfloat16"}
 
+def native_precision() -> str:
+    "bf16 where this CPU computes it natively (AVX-512 BF16, AMX), else fp32: what the planner picks on cpu-x86."
+    from mdr_stack.hardware import load_profile, resolve_auto
+    return "bf16" if resolve_auto(load_profile("cpu-x86")).dtypes.bf16 == "native" else "fp32"
+
 def measure_peak_tflops(precision: str = "fp32", seconds: float = 5.0) -> float:
     "Matmul TFLOP/s of `precision` on this CPU now (`hardware.matmul_tflops`)."
     import torch
@@ -308,7 +313,7 @@ def bench_train(
     layers: str | None = "all",  # all | upper_half; None: the recipe's
     batch_size: int | None = None,  # rows per optimizer step; None: the recipe's
     max_seq_len: int | None = None,  # None: the recipe's
-    precision: str = "fp32",  # fp32 | bf16 (autocast), the same for every variant
+    precision: str = "auto",  # fp32 | bf16 (autocast), the same for every variant; auto: bf16 where it is native here
     warmup: int = 1,  # untimed steps at the start of each run
     model: str | None = None,  # a model source instead of the recipe's (e.g. tiny:llama for tests)
     peak_tflops: float | None = None,  # the matmul peak for MFU; None: measured here before and after the runs
@@ -330,6 +335,8 @@ def bench_train(
         "model.source": model}.items() if value is not None}
     from mdr_stack.recipes import load_recipe
     resolved = load_recipe(recipe, overrides)  # checked before any run starts
+    if precision == "auto":
+        precision = native_precision()
     peaks = {"before": round(measure_peak_tflops(precision), 4)} if peak_tflops is None else {"given": peak_tflops}
     runs = []
     order = _schedule(list(variants), repeats)

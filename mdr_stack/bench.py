@@ -41,11 +41,12 @@ def bench_data_prep(
         examples = encode_conversations(tokenizer, conversations)
         encode_s.append(time.perf_counter() - start)
         start = time.perf_counter()
-        rows = pack_examples(examples, max_seq_len, tokenizer.pad_token_id)
+        fits = [e for e in examples if len(e[0]) <= max_seq_len]  # validation rejects these before training; counted, not packed
+        rows = pack_examples(fits, max_seq_len, tokenizer.pad_token_id)
         pack_s.append(time.perf_counter() - start)
     encode, pack = statistics.median(encode_s), statistics.median(pack_s)
     return {"benchmark": "data_prep", "records": n_records, "model": model, "max_seq_len": max_seq_len,
-            "tokens": sum(len(e[0]) for e in examples), "rows": len(rows), "padding_fraction": round(padding_fraction(rows), 4),
+            "tokens": sum(len(e[0]) for e in examples), "too_long": len(examples) - len(fits), "rows": len(rows), "padding_fraction": round(padding_fraction(rows), 4),
             "encode_seconds": round(encode, 2), "pack_seconds": round(pack, 2), "total_seconds": round(encode + pack, 2),
             "records_per_second": round(n_records / (encode + pack)), "repeats": repeats,
             "machine": f"{platform.processor() or platform.machine()}, {platform.python_version()}"}

@@ -878,11 +878,14 @@ def start_federation(
     folder = run_dir / "flower"
     (folder / "logs").mkdir(parents=True, exist_ok=True)
     (folder / "home").mkdir(exist_ok=True)
-    federation = LocalFederation(folder, {**os.environ, **FLOWER_ENV, "FLWR_HOME": str(folder / "home")})
+    bin_dir = Path(sys.executable).parent
+    # the SuperLink starts flower-superexec (and SuperNodes their app processes) by name: our interpreter's
+    # scripts must be on PATH even when the venv is not activated (CI calls .venv/bin/pytest directly)
+    path = os.pathsep.join([str(bin_dir), os.environ.get("PATH", "")])
+    federation = LocalFederation(folder, {**os.environ, **FLOWER_ENV, "FLWR_HOME": str(folder / "home"), "PATH": path})
     federation.port = free_port()
     (folder / "home" / "config.toml").write_text(
         f'[superlink]\ndefault = "space"\n\n[superlink.space]\naddress = "127.0.0.1:{federation.port}"\ninsecure = true\n')
-    bin_dir = Path(sys.executable).parent
     threads = threads or max(1, (os.cpu_count() or 1) // len(space.members))
     try:
         federation.start("superlink", [str(bin_dir / "flower-superlink"), "--insecure",

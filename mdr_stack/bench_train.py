@@ -307,7 +307,7 @@ def bench_train(
     steps: int = 8,  # optimizer steps timed per run, after `warmup` untimed ones
     repeats: int = 3,  # runs per variant, alternating
     recipe: str = "power_equipment/dga_iec60599",
-    variants: tuple[str, ...] = ("mdr", "trl"),  # names of VARIANTS; the ratio is mdr / trl when both are there
+    variants: tuple[str, ...] = ("mdr", "trl"),  # names of VARIANTS; mdr / each trl* variant present
     lora_rank: int | None = 8,  # None: the recipe's method
     target_modules: tuple[str, ...] | str | None = ("q_proj", "v_proj"),  # None: the recipe's
     layers: str | None = "all",  # all | upper_half; None: the recipe's
@@ -358,9 +358,8 @@ def bench_train(
                          "peak_rss_gib": round(statistics.median(r["peak_rss_gib"] for r in mine), 3),
                          "wall_seconds": round(statistics.median(r["wall_seconds"] for r in mine), 1),
                          "mfu": round(mfu(rate, mine[0]["model_params"], peak), 4), "runs": len(mine)}
-    ratio = None
-    if "mdr" in summary and "trl" in summary:
-        ratio = round(summary["mdr"]["tokens_per_second"] / summary["trl"]["tokens_per_second"], 2)
+    ratios = {name: round(summary["mdr"]["tokens_per_second"] / s["tokens_per_second"], 2)
+              for name, s in summary.items() if "mdr" in summary and name.startswith("trl")}
     method = resolved.method
     return {"benchmark": "train", "recipe": recipe, "model": resolved.model.source,
             "config": {"lora_rank": method.lora_rank, "lora_alpha": method.lora_alpha,
@@ -368,7 +367,8 @@ def bench_train(
                        "batch_size": resolved.training.batch_size, "max_seq_len": resolved.training.max_seq_len,
                        "precision": precision, "steps": steps, "warmup": warmup, "repeats": repeats,
                        "learning_rate": resolved.training.learning_rate, "flops_per_token": "4·N (LoRA)"},
-            "peak_tflops": {**peaks, "used": peak}, "summary": summary, "ratio_mdr_over_trl": ratio,
+            "peak_tflops": {**peaks, "used": peak}, "summary": summary, "ratio_mdr_over_trl": ratios.get("trl"),
+            "ratios_mdr_over": ratios,
             "runs": runs, "machine": machine_info(), "versions": _versions(),
             "date": dt.datetime.now().astimezone().isoformat(timespec="seconds")}
 
@@ -448,8 +448,10 @@ def _train_table(result: dict) -> str:
     for name, s in result["summary"].items():
         lines.append(f"| {name} | {s['tokens_per_second']:.1f} | {s['step_seconds']:.2f} | {s['tokens_per_step']} | "
                      f"{s['peak_rss_gib']:.2f} | {100 * s['mfu']:.1f}% | {s['wall_seconds']:.0f} | {s['runs']} |")
-    if result.get("ratio_mdr_over_trl"):
-        lines.append(f"\nmdr / TRL: **{result['ratio_mdr_over_trl']:.2f}×** real tokens per second")
+    ratios = result.get("ratios_mdr_over") or {"trl": result.get("ratio_mdr_over_trl")}
+    for name, ratio in ratios.items():
+        if ratio:
+            lines.append(f"\nmdr / {name}: **{ratio:.2f}×** real tokens per second")
     return "\n".join(lines)
 
 def _pipeline_table(result: dict) -> str:
@@ -494,7 +496,7 @@ def save_result(
 
 # %% ../nbs/63_bench_train.ipynb #c048
 PRESETS: dict[str, tuple[str, dict]] = {
-    "train": ("bench_train", {"steps": 8, "repeats": 3}),
+    "train": ("bench_train", {"steps": 8, "repeats": 3, "variants": ("mdr", "trl", "trl-defaults")}),
     "train_levers": ("bench_train", {"steps": 6, "repeats": 2, "variants": (
         "loop", "loop-full-logits", "loop-fused-adamw", "mdr", "mdr-unpacked")}),
     "train_compile": ("bench_train", {"steps": 4, "warmup": 2, "repeats": 1, "variants": ("loop", "loop-compile")}),

@@ -240,8 +240,8 @@ def bench_eval(
 @bench_app.command("train")
 def bench_train_cmd(
     steps: int = typer.Option(8, "--steps", help="Optimizer steps per run (after one warm-up step)."),
-    repeats: int = typer.Option(3, "--repeats", help="Runs per trainer, alternating; medians reported."),
-    variants: str = typer.Option("mdr,trl", "--variants", help="Comma-separated: mdr, trl, trl-unpacked, trl-defaults, "
+    repeats: int = typer.Option(3, "--repeats", help="Runs per variant, alternating; medians reported."),
+    variants: str = typer.Option("mdr,trl,trl-defaults", "--variants", help="Comma-separated: mdr, trl, trl-unpacked, trl-defaults, "
                                  "mdr-unpacked, loop, loop-full-logits, loop-fused-adamw, loop-compile."),
     recipe: str = typer.Option("power_equipment/dga_iec60599", "--recipe", help="Recipe whose data and model train."),
     out: Optional[Path] = typer.Option(None, "--out", help="Folder for train.json and train.md (e.g. benchmarks)."),

@@ -665,12 +665,12 @@ class WireRecorder:
             stem = self.folder / f"conn-{self.connections:04d}"
             for src, dst, suffix in ((client, upstream, "up"), (upstream, client, "down")):
                 pump = threading.Thread(target=self._pump, args=(src, dst, stem.with_suffix(f".{suffix}")), daemon=True)
+                self.pumps.append(pump)  # listed before it starts, so stop() always waits for it
                 pump.start()
-                self.pumps.append(pump)
 
     @staticmethod
     def _pump(src: socket.socket, dst: socket.socket, path: Path):
-        with open(path, "ab") as copy:
+        with open(path, "ab", buffering=0) as copy:  # on disk before the other side can see it
             while True:
                 try:
                     chunk = src.recv(1 << 16)

@@ -12,7 +12,7 @@ def only_run_dir(runs: Path) -> Path:
     return found[0]
 
 
-def test_run_end_to_end(isolated, tmp_path):
+def test_run_end_to_end_and_bundle_loads_with_plain_peft(isolated, tmp_path):
     done = mdr("run", "smoke/tiny", "--profile", "cpu-x86", "--quiet", env=isolated)
     assert done.returncode == 0, done.stdout + done.stderr
     run_dir = only_run_dir(tmp_path / "runs")
@@ -36,18 +36,16 @@ def test_run_end_to_end(isolated, tmp_path):
     metrics = [json.loads(l) for l in (run_dir / "train" / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in metrics] == [1, 2, 3, 4]
 
-
-def test_bundle_loads_with_plain_peft(isolated, tmp_path):
+    # the bundle of the same run: plain peft loads the adapter and finds the base by itself
     from peft import AutoPeftModelForCausalLM
 
     from mdr_stack.showcase import check_manifest
 
-    assert mdr("run", "smoke/tiny", "--quiet", env=isolated).returncode == 0
-    bundle = only_run_dir(tmp_path / "runs") / "showcase"
+    bundle = run_dir / "showcase"
     assert check_manifest(bundle) == []
     card = (bundle / "README.md").read_text()
     assert card.startswith("---\n") and "library_name: peft" in card and "model-index" in card
-    model = AutoPeftModelForCausalLM.from_pretrained(bundle / "adapter")  # finds the base by itself
+    model = AutoPeftModelForCausalLM.from_pretrained(bundle / "adapter")
     assert model.peft_config["default"].r == 4
     (bundle / "results.json").write_text("{}")
     assert check_manifest(bundle) == ["results.json: changed (sha256 differs)"]

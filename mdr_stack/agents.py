@@ -702,9 +702,9 @@ def evaluate_agent_run(
     "Run base and tuned agents on the held-out split; write eval/results.json, samples.jsonl and the lm-eval files."
     from peft import PeftModel
 
-    from mdr_stack.evaluate import write_results
+    from mdr_stack.evaluate import eval_autocast, write_results
     from mdr_stack.models import load_model, load_tokenizer, sha256_file
-    from mdr_stack.pipeline import model_dir
+    from mdr_stack.pipeline import eval_precision, model_dir
     ev, settings = run.recipe.evaluation, agent_settings(run.recipe)
     test_file, adapter = run.dir / "data" / f"{ev.split}.jsonl", run.dir / "train" / "adapter"
     if not test_file.is_file():
@@ -718,10 +718,14 @@ def evaluate_agent_run(
     tokenizer = load_tokenizer(path)
     kwargs = dict(max_steps=settings.max_steps, max_new_tokens=settings.max_new_tokens, batch_size=ev.batch_size,
                   progress=progress, n_boot=ev.n_boot, seed=ev.seed, task=run.recipe.scenario, split=ev.split)
-    base, base_samples = evaluate_agent(load_model(path), tokenizer, settings.registry, records, "base", **kwargs)
+    precision = eval_precision(run)
+    with eval_autocast(precision):
+        base, base_samples = evaluate_agent(load_model(path), tokenizer, settings.registry, records, "base", **kwargs)
     tuned_model = PeftModel.from_pretrained(load_model(path), adapter).merge_and_unload()
-    tuned, tuned_samples = evaluate_agent(tuned_model, tokenizer, settings.registry, records, "tuned", **kwargs)
+    with eval_autocast(precision):
+        tuned, tuned_samples = evaluate_agent(tuned_model, tokenizer, settings.registry, records, "tuned", **kwargs)
     config = {"split": ev.split, "n": len(records), "decoding": "greedy", "batch_size": ev.batch_size,
+              "precision": precision,
               "limit": ev.limit, "n_boot": ev.n_boot, "seed": ev.seed, "format": "smollm2 text tool calls",
               "toolsets": list(settings.toolsets), "max_steps": settings.max_steps,
               "max_new_tokens": settings.max_new_tokens,

@@ -15,8 +15,8 @@ from .metrics import METRICS, aggregate, from_lm_eval_results, mc_loglikelihoods
 from .settings import MdrError, progress_bar
 
 # %% auto #0
-__all__ = ['normalize_answer', 'suite_samples', 'score_items', 'summarize', 'generate_answers', 'choice_fields', 'evaluate_model',
-           'write_results', 'write_lm_eval', 'read_lm_eval', 'read_samples', 'rescore', 'rescore_run',
+__all__ = ['normalize_answer', 'suite_samples', 'score_items', 'summarize', 'eval_autocast', 'generate_answers', 'choice_fields',
+           'evaluate_model', 'write_results', 'write_lm_eval', 'read_lm_eval', 'read_samples', 'rescore', 'rescore_run',
            'bench_generation']
 
 # %% ../nbs/30_evaluate.ipynb #c006
@@ -73,6 +73,16 @@ def summarize(
     return {"overall": out["overall"], "per_category": out["per_category"], "suites": out["suites"]}
 
 # %% ../nbs/30_evaluate.ipynb #c014
+def eval_autocast(precision: str = "fp32"):
+    "The context evaluation runs in: bf16/fp16 autocast for the matmuls, as training ran them; fp32 runs as it is."
+    import contextlib
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    if precision not in ("bf16", "fp16"):
+        raise MdrError(f"evaluation precision '{precision}' is not one of fp32, bf16, fp16", hint="set evaluation.precision: auto")
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.autocast(device, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
+
 @torch.inference_mode()
 def generate_answers(
     model,

@@ -27,9 +27,9 @@ from .settings import MdrError, Settings, get_settings
 # %% auto #0
 __all__ = ['STAGES', 'STAGE_NOTEBOOKS', 'StageFailed', 'read_json', 'write_json', 'update_run_json', 'package_versions',
            'source_git', 'input_hashes', 'create_run', 'Run', 'open_run', 'prepare_model', 'prepare_data', 'load_rows',
-           'plan_run', 'model_dir', 'train_adapter', 'torch_cuda_available', 'measured_peak_gib', 'evaluate_run',
-           'showcase_run', 'run_stage_inline', 'scratch_run', 'ensure_kernel', 'ipc_kernel_manager', 'execute_stage',
-           'check_inputs_unchanged', 'execute_run']
+           'plan_run', 'model_dir', 'train_adapter', 'torch_cuda_available', 'measured_peak_gib', 'eval_precision',
+           'evaluate_run', 'showcase_run', 'run_stage_inline', 'scratch_run', 'ensure_kernel', 'ipc_kernel_manager',
+           'execute_stage', 'check_inputs_unchanged', 'execute_run']
 
 # %% ../nbs/50_pipeline.ipynb #c005
 STAGES = ("prepare", "train", "evaluate", "showcase")
@@ -307,12 +307,17 @@ def measured_peak_gib(
     usage = resource.getrusage(resource.RUSAGE_CHILDREN if children else resource.RUSAGE_SELF)
     return round(usage.ru_maxrss / 2**20, 3)  # Linux reports KiB
 
+def eval_precision(run: Run) -> str:
+    "The evaluation's compute precision: `evaluation.precision`, or with auto the precision the plan trained in."
+    asked = run.recipe.evaluation.precision
+    return run.plan.precision if asked == "auto" else asked
+
 def evaluate_run(run: Run, progress: bool = True) -> dict:
     "Score base and tuned on the held-out split, the tuned model on dev, and diagnose it (eval/diagnosis.json)."
     from peft import PeftModel
 
     from mdr_stack.data_formats import read_jsonl
-    from mdr_stack.evaluate import evaluate_model, write_results
+    from mdr_stack.evaluate import eval_autocast, evaluate_model, write_results
     from mdr_stack.models import load_model, load_tokenizer
     from mdr_stack.resonance import diagnose_run
     if run.recipe.kind == "agent":  # base and tuned agents run the test tasks with the tools (nbs/72_agents.ipynb)
@@ -326,11 +331,15 @@ def evaluate_run(run: Run, progress: bool = True) -> dict:
     tokenizer = load_tokenizer(path)
     kwargs = dict(metric=ev.main_metric, max_new_tokens=ev.max_new_tokens, batch_size=ev.batch_size, progress=progress,
                   suites=ev.all_suites(), n_boot=ev.n_boot, seed=ev.seed, task=run.recipe.scenario)
-    base, base_samples = evaluate_model(load_model(path), tokenizer, records, label="base", split=ev.split, **kwargs)
+    precision = eval_precision(run)
+    with eval_autocast(precision):
+        base, base_samples = evaluate_model(load_model(path), tokenizer, records, label="base", split=ev.split, **kwargs)
     tuned_model = PeftModel.from_pretrained(load_model(path), run.dir / "train" / "adapter").merge_and_unload()
-    tuned, tuned_samples = evaluate_model(tuned_model, tokenizer, records, label="tuned", split=ev.split, **kwargs)
+    with eval_autocast(precision):
+        tuned, tuned_samples = evaluate_model(tuned_model, tokenizer, records, label="tuned", split=ev.split, **kwargs)
     provenance = {k: v for k, v in run.info.get("model", {}).items() if k != "path"}
     config = {"split": ev.split, "n": len(records), "max_new_tokens": ev.max_new_tokens, "decoding": "greedy",
+              "precision": precision,
               "batch_size": ev.batch_size, "limit": ev.limit, "n_boot": ev.n_boot, "seed": ev.seed,
               "suites": [s.model_dump() for s in ev.all_suites()],
               "normalisation": "NFKC, punctuation and symbols removed, casefold",
@@ -344,8 +353,9 @@ def evaluate_run(run: Run, progress: bool = True) -> dict:
     if ev.split == ev.diagnose_split:
         dev_samples = tuned_samples
     elif dev:
-        _, dev_samples = evaluate_model(tuned_model, tokenizer, dev, label="tuned", split=ev.diagnose_split,
-                                        **{**kwargs, "suites": ev.all_suites()[:1], "n_boot": 0})
+        with eval_autocast(precision):
+            _, dev_samples = evaluate_model(tuned_model, tokenizer, dev, label="tuned", split=ev.diagnose_split,
+                                            **{**kwargs, "suites": ev.all_suites()[:1], "n_boot": 0})
     else:
         dev_samples = []
     if dev_samples:

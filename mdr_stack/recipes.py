@@ -222,6 +222,7 @@ class EvaluationSpec(Section):
     max_new_tokens: int = Field(16, ge=1)
     batch_size: int = Field(16, ge=1)
     limit: int | None = Field(None, ge=1)
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # matmuls under autocast; auto: the plan's training precision
 
     @field_validator("main_metric")
     @classmethod

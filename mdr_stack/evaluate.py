@@ -73,14 +73,16 @@ def summarize(
     return {"overall": out["overall"], "per_category": out["per_category"], "suites": out["suites"]}
 
 # %% ../nbs/30_evaluate.ipynb #c014
-def eval_autocast(precision: str = "fp32"):
+def eval_autocast(
+    precision: str = "fp32",  # fp32 | bf16 | fp16
+    device: str = "cpu",  # the device type the model runs on (`load_model` keeps it on the CPU)
+):
     "The context evaluation runs in: bf16/fp16 autocast for the matmuls, as training ran them; fp32 runs as it is."
     import contextlib
     if precision == "fp32":
         return contextlib.nullcontext()
     if precision not in ("bf16", "fp16"):
         raise MdrError(f"evaluation precision '{precision}' is not one of fp32, bf16, fp16", hint="set evaluation.precision: auto")
-    device = "cuda" if torch.cuda.is_available() else "cpu"
     return torch.autocast(device, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
 
 @torch.inference_mode()

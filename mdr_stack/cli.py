@@ -337,13 +337,17 @@ def resonate(
     set_: Optional[list[str]] = typer.Option(None, "--set", "-s", help="Override a recipe key (repeatable)."),
     seed: int = typer.Option(0, "--seed"),
     papermill: bool = typer.Option(False, "--papermill", help="Run each round's stages through papermill."),
+    partner_share: float = typer.Option(0.3, "--partner-share",
+                                        help="Share of a weak category's added items given to the categories it is "
+                                             "mistaken for."),
+    runs_dir: Optional[str] = typer.Option(None, "--runs-dir", help="Where the resonance folder goes."),
 ):
     "Model-Data Resonance: let the evaluation diagnose the data, improve it where weak, retrain, re-evaluate."
     from mdr_stack.recipes import parse_overrides
     from mdr_stack.resonance import resonate as run_resonance
     parent = run_resonance(recipe, rounds=rounds, budget=budget, strategy=strategy, control=control, profile=profile,
-                           settings=get_settings(), overrides=parse_overrides(set_ or []), pool=pool, seed=seed,
-                           papermill=papermill, progress=True)
+                           settings=get_settings(runs_dir=runs_dir), overrides=parse_overrides(set_ or []), pool=pool,
+                           seed=seed, papermill=papermill, partner_share=partner_share, progress=True)
     console.print(f"resonance run: {parent}\nreport: {parent / 'resonance.md'}")
 
 # %% ../nbs/90_cli.ipynb #c019

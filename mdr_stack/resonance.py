@@ -23,8 +23,8 @@ from .settings import MdrError, get_settings
 
 # %% auto #0
 __all__ = ['char_ngrams', 'TfidfIndex', 'kmeans', 'failure_clusters', 'exact_prompt_overlap', 'diagnose', 'diagnosis_markdown',
-           'diagnose_run', 'sample_generators', 'candidate_pool', 'decontaminate', 'allocate', 'optimise', 'run_child',
-           'round_record', 'resonate', 'compare_arms', 'plot_resonance', 'resonance_markdown']
+           'diagnose_run', 'sample_generators', 'candidate_pool', 'decontaminate', 'allocate', 'targeted_allocation',
+           'optimise', 'run_child', 'round_record', 'resonate', 'compare_arms', 'plot_resonance', 'resonance_markdown']
 
 # %% ../nbs/31_resonance.ipynb #c006
 def char_ngrams(text: str, sizes: tuple[int, ...] = (2, 3, 4)) -> list[str]:
@@ -336,16 +336,62 @@ def allocate(weights: dict[str, float], budget: int) -> dict[str, int]:
 def _prompt(record: dict) -> str:
     return prompt_and_answer(record)[0]
 
-def _ranked_by_similarity(items: list[dict], failures: list[dict], index: TfidfIndex) -> list[tuple[dict, str, float]]:
-    "Items with their most similar failure and the cosine, most similar first (ties keep the items' order)."
-    if not items:
+def _round_robin(
+    items: list[dict],  # candidates of one category
+    anchors: list[dict],  # failed dev items (id, prompt) the candidates should resemble
+    index: TfidfIndex,
+    count: int,  # how many to take
+) -> list[tuple[dict, str | None, float]]:
+    "Up to `count` items, the anchors taking turns, each its nearest unused item; with the anchor id and cosine."
+    if not items or count <= 0:
         return []
-    if not failures:
-        return [(item, None, 0.0) for item in items]
-    sims = index.transform([_prompt(i) for i in items]) @ index.transform([f["prompt"] for f in failures]).T
-    best = sims.argmax(1)
-    order = sorted(range(len(items)), key=lambda i: -sims[i, best[i]])
-    return [(items[i], failures[best[i]]["id"], round(float(sims[i, best[i]]), 4)) for i in order]
+    if not anchors:
+        return [(item, None, 0.0) for item in items[:count]]
+    sims = index.transform([_prompt(i) for i in items]) @ index.transform([a["prompt"] for a in anchors]).T
+    order = np.argsort(-sims, axis=0, kind="stable")  # per anchor: the items, most similar first
+    taken, picked, pointer = set(), [], [0] * len(anchors)
+    while len(picked) < min(count, len(items)):
+        for a in range(len(anchors)):
+            while pointer[a] < len(items) and order[pointer[a], a] in taken:
+                pointer[a] += 1
+            if pointer[a] == len(items) or len(picked) == count:
+                continue
+            i = int(order[pointer[a], a])
+            taken.add(i)
+            picked.append((items[i], anchors[a]["id"], round(float(sims[i, a]), 4)))
+    return picked
+
+def targeted_allocation(
+    diagnosis: dict,  # from `diagnose`
+    budget: int,
+    partner_share: float = 0.3,  # share of a weak category's allocation given to the categories it is mistaken for
+) -> tuple[dict[str, int], dict[str, list[dict]], str]:
+    "Items per category, the failed dev items each category's items should resemble, and the rule in words."
+    categories, failures = diagnosis["categories"], diagnosis["failures"]
+    if diagnosis["weak"]:
+        base = {c: categories[c]["gap"] for c in diagnosis["weak"]}
+        rule = "weak categories by gap"
+    else:
+        base = dict(Counter(f["category"] for f in failures))
+        rule = "categories by dev failures (no weak category)"
+    known = {normalize_text(c): c for c in set(categories) | set(diagnosis.get("representation", {}))}
+    weights, anchors = defaultdict(float), defaultdict(list)
+    for category, weight in base.items():
+        own = [f for f in failures if f["category"] == category]
+        mistaken = defaultdict(list)  # the known category each failure answered instead, if any
+        for f in own:
+            other = known.get(normalize_text(f["prediction"]))
+            if other and other != category:
+                mistaken[other].append(f)
+        share = partner_share if mistaken else 0.0
+        weights[category] += weight * (1 - share)
+        anchors[category] += own
+        for other, items in mistaken.items():
+            weights[other] += weight * share * len(items) / sum(map(len, mistaken.values()))
+            anchors[other] += items
+    if partner_share > 0:
+        rule += f"; {partner_share:.0%} of a category's share to the categories its dev failures were answered as"
+    return allocate(dict(weights), budget), dict(anchors), rule
 
 def optimise(
     train_records: list[dict],  # the current training conversations
@@ -355,7 +401,8 @@ def optimise(
     strategy: str = "targeted",  # targeted or random
     seed: int = 0,
     eval_splits: dict[str, list[dict]] | None = None,  # every evaluation split, for decontamination
-    upsample_share: float = 0.0,  # share of each weak category's items taken by repeating training items
+    upsample_share: float = 0.0,  # share of each category's items taken by repeating training items
+    partner_share: float = 0.3,  # share of a weak category's items spent on the categories it is mistaken for
 ) -> tuple[list[dict], dict]:
     "New training records with `budget` items added by `strategy`, and a card of what was added and why."
     if strategy not in ("targeted", "random"):
@@ -371,26 +418,15 @@ def optimise(
         for item in rng.sample(clean, min(budget, len(clean))):
             added.append((item, "pool", None, None))
     else:
-        categories = diagnosis["categories"]
-        if diagnosis["weak"]:
-            weights, rule = {c: categories[c]["gap"] for c in diagnosis["weak"]}, "weak categories by gap"
-        else:
-            weights = dict(Counter(f["category"] for f in diagnosis["failures"]))
-            rule = "categories by dev failures (no weak category)"
-        allocation = allocate(weights, budget)
-        failures = diagnosis["failures"]
-        index = TfidfIndex.fit([_prompt(r) for r in clean[:4000]] + [f["prompt"] for f in failures])
-        used = set()
+        allocation, anchors, rule = targeted_allocation(diagnosis, budget, partner_share)
+        index = TfidfIndex.fit([_prompt(r) for r in clean[:4000]] + [f["prompt"] for f in diagnosis["failures"]])
         for category, count in allocation.items():
-            cat_failures = [f for f in failures if f["category"] == category]
-            from_pool = count - round(count * upsample_share)
             candidates = [c for c in clean if c.get("category") == category]
-            picked = _ranked_by_similarity(candidates, cat_failures, index)[:from_pool]
+            picked = _round_robin(candidates, anchors[category], index, count - round(count * upsample_share))
             added += [(item, "pool", fid, sim) for item, fid, sim in picked]
-            used.update(item["id"] for item, _, _ in picked)
             repeats = count - len(picked)
-            sources = _ranked_by_similarity([r for r in train_records if r.get("category") == category],
-                                            cat_failures, index)
+            sources = _round_robin([r for r in train_records if r.get("category") == category],
+                                   anchors[category], index, repeats)
             for k in range(repeats if sources else 0):
                 item, fid, sim = sources[k % len(sources)]
                 added.append(({**item, "id": f"{item['id']}#up{k // len(sources) + 1}"}, "upsample", fid, sim))
@@ -398,6 +434,7 @@ def optimise(
     card = {"strategy": strategy, "budget": budget, "seed": seed, "added": len(records),
             "by_category": dict(sorted(Counter(r.get("category") for r in records).items())),
             "allocation": allocation, "allocation_rule": rule, "upsample_share": upsample_share,
+            "partner_share": partner_share if strategy == "targeted" else None,
             "selection_inputs": {"split": diagnosis["split"], "weak": diagnosis["weak"],
                                  "failure_ids": [f["id"] for f in diagnosis["failures"]]},
             "decontamination": {"pool": len(pool), "kept": len(clean), "removed": removed,
@@ -455,6 +492,7 @@ def resonate(
     pool_size: int = 2000,
     seed: int = 0,
     papermill: bool = False,  # run each child run's stages through papermill (stage notebooks kept)
+    partner_share: float = 0.3,  # targeted: share of a weak category's items for the categories it is mistaken for
     progress: bool = False,
 ) -> Path:
     "Evaluate → diagnose → optimise → retrain → re-evaluate for `rounds` rounds; the parent directory of the loop."
@@ -472,7 +510,7 @@ def resonate(
     parent.mkdir(parents=True)
     child_settings = get_settings(runs_dir=str(parent / "runs"), model_cache=str(settings.model_cache))
     record = {"recipe": base_recipe.name, "strategy": strategy, "control": control, "rounds": rounds,
-              "budget": budget, "seed": seed, "overrides": overrides or {},
+              "budget": budget, "seed": seed, "partner_share": partner_share, "overrides": overrides or {},
               "main_metric": base_recipe.evaluation.main_metric, "created": stamp, "runs": {}}
     write_json(parent / "resonance.json", record)
 
@@ -486,7 +524,8 @@ def resonate(
         train, previous, history = splits["train"], round0, [record["runs"]["round-0"]]
         for k in range(1, rounds + 1):
             diagnosis = json.loads((previous / "eval" / "diagnosis.json").read_text(encoding="utf-8"))
-            train, card = optimise(train, diagnosis, candidates, budget, arm, seed + k, eval_splits)
+            train, card = optimise(train, diagnosis, candidates, budget, arm, seed + k, eval_splits,
+                                   partner_share=partner_share)
             folder = parent / "data" / arm / f"round-{k}"
             for name, records in (("train", train), ("dev", splits["dev"]), ("test", splits["test"])):
                 _write_jsonl(folder / f"{name}.jsonl", [{k2: v for k2, v in r.items() if k2 != "dataset"}

@@ -589,6 +589,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                                                                    'mdr_stack/pipeline.py'),
                                     'mdr_stack.pipeline.create_run': ('pipeline.html#create_run', 'mdr_stack/pipeline.py'),
                                     'mdr_stack.pipeline.ensure_kernel': ('pipeline.html#ensure_kernel', 'mdr_stack/pipeline.py'),
+                                    'mdr_stack.pipeline.eval_device': ('pipeline.html#eval_device', 'mdr_stack/pipeline.py'),
                                     'mdr_stack.pipeline.eval_precision': ('pipeline.html#eval_precision', 'mdr_stack/pipeline.py'),
                                     'mdr_stack.pipeline.evaluate_run': ('pipeline.html#evaluate_run', 'mdr_stack/pipeline.py'),
                                     'mdr_stack.pipeline.execute_run': ('pipeline.html#execute_run', 'mdr_stack/pipeline.py'),

@@ -704,7 +704,7 @@ def evaluate_agent_run(
 
     from mdr_stack.evaluate import eval_autocast, write_results
     from mdr_stack.models import load_model, load_tokenizer, sha256_file
-    from mdr_stack.pipeline import eval_precision, model_dir
+    from mdr_stack.pipeline import eval_device, eval_precision, model_dir
     ev, settings = run.recipe.evaluation, agent_settings(run.recipe)
     test_file, adapter = run.dir / "data" / f"{ev.split}.jsonl", run.dir / "train" / "adapter"
     if not test_file.is_file():
@@ -718,14 +718,15 @@ def evaluate_agent_run(
     tokenizer = load_tokenizer(path)
     kwargs = dict(max_steps=settings.max_steps, max_new_tokens=settings.max_new_tokens, batch_size=ev.batch_size,
                   progress=progress, n_boot=ev.n_boot, seed=ev.seed, task=run.recipe.scenario, split=ev.split)
-    precision = eval_precision(run)
-    with eval_autocast(precision):
-        base, base_samples = evaluate_agent(load_model(path), tokenizer, settings.registry, records, "base", **kwargs)
-    tuned_model = PeftModel.from_pretrained(load_model(path), adapter).merge_and_unload()
-    with eval_autocast(precision):
+    precision, device = eval_precision(run), eval_device(run)
+    with eval_autocast(precision, device):
+        base, base_samples = evaluate_agent(load_model(path).to(device), tokenizer, settings.registry, records, "base",
+                                            **kwargs)
+    tuned_model = PeftModel.from_pretrained(load_model(path), adapter).merge_and_unload().to(device)
+    with eval_autocast(precision, device):
         tuned, tuned_samples = evaluate_agent(tuned_model, tokenizer, settings.registry, records, "tuned", **kwargs)
     config = {"split": ev.split, "n": len(records), "decoding": "greedy", "batch_size": ev.batch_size,
-              "precision": precision,
+              "precision": precision, "device": device,
               "limit": ev.limit, "n_boot": ev.n_boot, "seed": ev.seed, "format": "smollm2 text tool calls",
               "toolsets": list(settings.toolsets), "max_steps": settings.max_steps,
               "max_new_tokens": settings.max_new_tokens,

@@ -28,8 +28,8 @@ from .settings import MdrError, Settings, get_settings
 __all__ = ['STAGES', 'STAGE_NOTEBOOKS', 'StageFailed', 'read_json', 'write_json', 'update_run_json', 'package_versions',
            'source_git', 'input_hashes', 'create_run', 'Run', 'open_run', 'prepare_model', 'prepare_data', 'load_rows',
            'plan_run', 'model_dir', 'train_adapter', 'torch_cuda_available', 'measured_peak_gib', 'eval_precision',
-           'evaluate_run', 'showcase_run', 'run_stage_inline', 'scratch_run', 'ensure_kernel', 'ipc_kernel_manager',
-           'execute_stage', 'check_inputs_unchanged', 'execute_run']
+           'eval_device', 'evaluate_run', 'showcase_run', 'run_stage_inline', 'scratch_run', 'ensure_kernel',
+           'ipc_kernel_manager', 'execute_stage', 'check_inputs_unchanged', 'execute_run']
 
 # %% ../nbs/50_pipeline.ipynb #c005
 STAGES = ("prepare", "train", "evaluate", "showcase")
@@ -312,6 +312,13 @@ def eval_precision(run: Run) -> str:
     asked = run.recipe.evaluation.precision
     return run.plan.precision if asked == "auto" else asked
 
+def eval_device(run: Run) -> str:
+    "Where evaluation runs: the plan's accelerator (cuda, npu, mps) when this process sees one, else the CPU."
+    import torch
+    kind = run.plan.device_type
+    backend = {"cuda": torch.cuda, "npu": getattr(torch, "npu", None), "mps": getattr(torch.backends, "mps", None)}.get(kind)
+    return kind if backend is not None and backend.is_available() else "cpu"
+
 def evaluate_run(run: Run, progress: bool = True) -> dict:
     "Score base and tuned on the held-out split, the tuned model on dev, and diagnose it (eval/diagnosis.json)."
     from peft import PeftModel
@@ -331,15 +338,16 @@ def evaluate_run(run: Run, progress: bool = True) -> dict:
     tokenizer = load_tokenizer(path)
     kwargs = dict(metric=ev.main_metric, max_new_tokens=ev.max_new_tokens, batch_size=ev.batch_size, progress=progress,
                   suites=ev.all_suites(), n_boot=ev.n_boot, seed=ev.seed, task=run.recipe.scenario)
-    precision = eval_precision(run)
-    with eval_autocast(precision):
-        base, base_samples = evaluate_model(load_model(path), tokenizer, records, label="base", split=ev.split, **kwargs)
-    tuned_model = PeftModel.from_pretrained(load_model(path), run.dir / "train" / "adapter").merge_and_unload()
-    with eval_autocast(precision):
+    precision, device = eval_precision(run), eval_device(run)
+    with eval_autocast(precision, device):
+        base, base_samples = evaluate_model(load_model(path).to(device), tokenizer, records, label="base",
+                                            split=ev.split, **kwargs)
+    tuned_model = PeftModel.from_pretrained(load_model(path), run.dir / "train" / "adapter").merge_and_unload().to(device)
+    with eval_autocast(precision, device):
         tuned, tuned_samples = evaluate_model(tuned_model, tokenizer, records, label="tuned", split=ev.split, **kwargs)
     provenance = {k: v for k, v in run.info.get("model", {}).items() if k != "path"}
     config = {"split": ev.split, "n": len(records), "max_new_tokens": ev.max_new_tokens, "decoding": "greedy",
-              "precision": precision,
+              "precision": precision, "device": device,
               "batch_size": ev.batch_size, "limit": ev.limit, "n_boot": ev.n_boot, "seed": ev.seed,
               "suites": [s.model_dump() for s in ev.all_suites()],
               "normalisation": "NFKC, punctuation and symbols removed, casefold",
@@ -353,7 +361,7 @@ def evaluate_run(run: Run, progress: bool = True) -> dict:
     if ev.split == ev.diagnose_split:
         dev_samples = tuned_samples
     elif dev:
-        with eval_autocast(precision):
+        with eval_autocast(precision, device):
             _, dev_samples = evaluate_model(tuned_model, tokenizer, dev, label="tuned", split=ev.diagnose_split,
                                             **{**kwargs, "suites": ev.all_suites()[:1], "n_boot": 0})
     else:

@@ -25,11 +25,12 @@ from .recipes import Recipe, load_recipe, shipped_dir
 from .settings import MdrError, Settings, get_settings
 
 # %% auto #0
-__all__ = ['STAGES', 'STAGE_NOTEBOOKS', 'StageFailed', 'read_json', 'write_json', 'update_run_json', 'package_versions',
-           'source_git', 'input_hashes', 'create_run', 'Run', 'open_run', 'prepare_model', 'prepare_data', 'load_rows',
-           'plan_run', 'model_dir', 'train_adapter', 'torch_cuda_available', 'measured_peak_gib', 'eval_precision',
-           'eval_device', 'evaluate_run', 'showcase_run', 'run_stage_inline', 'scratch_run', 'ensure_kernel',
-           'ipc_kernel_manager', 'execute_stage', 'check_inputs_unchanged', 'execute_run']
+__all__ = ['STAGES', 'STAGE_NOTEBOOKS', 'WARM_UP', 'StageFailed', 'read_json', 'write_json', 'update_run_json',
+           'package_versions', 'source_git', 'input_hashes', 'create_run', 'Run', 'open_run', 'prepare_model',
+           'prepare_data', 'load_rows', 'plan_run', 'model_dir', 'train_adapter', 'torch_cuda_available',
+           'measured_peak_gib', 'eval_precision', 'eval_device', 'evaluate_run', 'showcase_run', 'run_stage_inline',
+           'scratch_run', 'ensure_kernel', 'ipc_kernel_manager', 'WarmKernel', 'execute_stage',
+           'check_inputs_unchanged', 'execute_run']
 
 # %% ../nbs/50_pipeline.ipynb #c005
 STAGES = ("prepare", "train", "evaluate", "showcase")
@@ -429,6 +430,37 @@ def ipc_kernel_manager(sockets: Path):
             self.transport, self.ip = "ipc", str(Path(sockets) / "kernel")
     return IpcKernelManager
 
+WARM_UP = "import torch, transformers, peft, mdr_stack.pipeline"  # what every stage notebook needs first
+
+class WarmKernel:
+    "A stage kernel started ahead of its stage, its heavy imports under way, so that the stage does not wait for them."
+    def __init__(
+        self,
+        kernel: str,  # the kernelspec name
+        cwd: Path,  # the run directory (papermill starts stage kernels there)
+        warm_up: str = WARM_UP,  # run silently (no output, no execution count) before the notebook's first cell
+    ):
+        from jupyter_client import BlockingKernelClient
+        from jupyter_core.utils import run_sync
+        self._sockets = tempfile.TemporaryDirectory(prefix="mdr-kernel-")
+        self.km = ipc_kernel_manager(self._sockets.name)(kernel_name=kernel)
+        run_sync(self.km.start_kernel)(cwd=str(cwd))
+        self._client = BlockingKernelClient()
+        self._client.load_connection_info(self.km.get_connection_info())
+        self._client.start_channels()
+        self._client.execute(warm_up, silent=True, store_history=False)  # queued; the kernel works on it meanwhile
+
+    def close(self):
+        "Shut the kernel down and remove its sockets."
+        from jupyter_core.utils import run_sync
+        try:
+            self._client.stop_channels()
+            if run_sync(self.km.is_alive)():
+                run_sync(self.km.shutdown_kernel)(now=False)
+        finally:
+            self._sockets.cleanup()
+
+
 # %% ../nbs/50_pipeline.ipynb #c023
 class _Tee:
     "A file-like object writing to a log file and, optionally, the terminal."
@@ -445,7 +477,13 @@ class _Tee:
     def close(self):
         self.file.close()
 
-def execute_stage(run: Run, stage: str, kernel: str, echo=None, timeout: int | None = None):
+def execute_stage(
+    run: Run, stage: str,
+    kernel: str,  # the kernelspec name
+    echo=None,  # a stream that also receives the stage's output
+    timeout: int | None = None,  # seconds per cell
+    warm: WarmKernel | None = None,  # a kernel started ahead for this stage (closed here); None: start one now
+):
     "Execute one stage notebook with papermill into `stages/`; a failure is recorded and raised as StageFailed."
     import papermill as pm
     from papermill.exceptions import PapermillExecutionError
@@ -457,9 +495,10 @@ def execute_stage(run: Run, stage: str, kernel: str, echo=None, timeout: int | N
     os.environ["MDR_PROGRESS"] = "text"
     try:
         with tempfile.TemporaryDirectory(prefix="mdr-kernel-") as sockets:
+            kernel_kwargs = {"km": warm.km} if warm else {"kernel_manager_class": ipc_kernel_manager(sockets)}
             pm.execute_notebook(str(src), str(out), parameters={"run_dir": str(run.dir)}, kernel_name=kernel,
                                 cwd=str(run.dir), progress_bar=False, stdout_file=log, stderr_file=log,
-                                execution_timeout=timeout, kernel_manager_class=ipc_kernel_manager(sockets))
+                                execution_timeout=timeout, start_timeout=180, **kernel_kwargs)
     except PapermillExecutionError as err:
         update_run_json(run.dir, stages={stage: {"status": "failed", "seconds": round(time.time() - began, 1),
                                                  "error": {"cell": err.exec_count, "ename": err.ename, "evalue": err.evalue}}})
@@ -475,6 +514,8 @@ def execute_stage(run: Run, stage: str, kernel: str, echo=None, timeout: int | N
         raise
     finally:
         log.close()
+        if warm:
+            warm.close()
     update_run_json(run.dir, stages={stage: {"status": "done", "seconds": round(time.time() - began, 1)}})
 
 # %% ../nbs/50_pipeline.ipynb #c024
@@ -491,19 +532,30 @@ def check_inputs_unchanged(run: Run):
                        hint="start a new run (`mdr run RECIPE`) so that the run directory describes what it used")
 
 def execute_run(run_dir: Path, stages=STAGES, resume: bool = False, echo=None, on_stage=None) -> Run:
-    "Execute the stages of a run through papermill; with `resume`, stages already done are skipped."
+    "Execute the stages of a run through papermill, the next stage's kernel warming up meanwhile; `resume` skips done ones."
     run = open_run(run_dir)
     if resume:
         check_inputs_unchanged(run)
     kernel = ensure_kernel(run.settings.kernel_name)
-    for stage in stages:
-        if resume and run.info["stages"].get(stage, {}).get("status") == "done":
+    os.environ["MDR_PROGRESS"] = "text"  # before any kernel starts: kernels inherit the environment
+    pending = [s for s in stages if not (resume and run.info["stages"].get(s, {}).get("status") == "done")]
+    warm = None
+    try:
+        for stage in stages:
+            if stage not in pending:
+                if on_stage:
+                    on_stage(stage, "skipped")
+                continue
+            current, warm = warm, None
+            if pending.index(stage) + 1 < len(pending):
+                warm = WarmKernel(kernel, run.dir)  # for the next stage
             if on_stage:
-                on_stage(stage, "skipped")
-            continue
-        if on_stage:
-            on_stage(stage, "start")
-        execute_stage(run, stage, kernel, echo=echo)
-        if on_stage:
-            on_stage(stage, "done")
+                on_stage(stage, "start")
+            execute_stage(run, stage, kernel, echo=echo, warm=current)
+            if on_stage:
+                on_stage(stage, "done")
+    finally:
+        if warm:
+            warm.close()
     return run
+

@@ -503,7 +503,7 @@ PRESETS: dict[str, tuple[str, dict]] = {
     "train_levers": ("bench_train", {"steps": 6, "repeats": 2, "variants": (
         "loop", "loop-full-logits", "loop-fused-adamw", "mdr", "mdr-unpacked")}),
     "train_compile": ("bench_train", {"steps": 4, "warmup": 2, "repeats": 1, "variants": ("loop", "loop-compile")}),
-    "pipeline": ("bench_pipeline", {"overrides": {"training.max_steps": 10}, "repeats": 2}),
+    "pipeline": ("bench_pipeline", {"repeats": 2}),  # the default recipe as `mdr demo` runs it
 }
 
 def run_preset(

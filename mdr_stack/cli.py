@@ -256,7 +256,8 @@ def bench_train_cmd(
 @bench_app.command("pipeline")
 def bench_pipeline_cmd(
     recipe: str = typer.Option("power_equipment/dga_iec60599", "--recipe"),
-    max_steps: Optional[int] = typer.Option(10, "--max-steps", help="Cap training steps (0: the recipe's own length)."),
+    max_steps: Optional[int] = typer.Option(0, "--max-steps", help="Cap training steps (0: the recipe's own length, "
+                                                                             "as `mdr run` trains it)."),
     repeats: int = typer.Option(1, "--repeats"),
     out: Optional[Path] = typer.Option(None, "--out", help="Folder for pipeline.json and pipeline.md."),
     as_json: bool = typer.Option(False, "--json"),

@@ -430,7 +430,7 @@ def ipc_kernel_manager(sockets: Path):
             self.transport, self.ip = "ipc", str(Path(sockets) / "kernel")
     return IpcKernelManager
 
-WARM_UP = "import torch, transformers, peft, mdr_stack.pipeline"  # what every stage notebook needs first
+WARM_UP = "import torch, transformers, peft, matplotlib.pyplot, mdr_stack.pipeline"  # what the stages import
 
 class WarmKernel:
     "A stage kernel started ahead of its stage, its heavy imports under way, so that the stage does not wait for them."
@@ -451,12 +451,12 @@ class WarmKernel:
         self._client.execute(warm_up, silent=True, store_history=False)  # queued; the kernel works on it meanwhile
 
     def close(self):
-        "Shut the kernel down and remove its sockets."
+        "Stop the kernel (at once: its notebook is saved, its work on disk) and remove its sockets."
         from jupyter_core.utils import run_sync
         try:
             self._client.stop_channels()
             if run_sync(self.km.is_alive)():
-                run_sync(self.km.shutdown_kernel)(now=False)
+                run_sync(self.km.shutdown_kernel)(now=True)
         finally:
             self._sockets.cleanup()
 

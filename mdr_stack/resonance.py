@@ -22,9 +22,10 @@ from .metrics import normalize_text
 from .settings import MdrError, get_settings
 
 # %% auto #0
-__all__ = ['char_ngrams', 'TfidfIndex', 'kmeans', 'failure_clusters', 'exact_prompt_overlap', 'diagnose', 'diagnosis_markdown',
-           'diagnose_run', 'sample_generators', 'candidate_pool', 'decontaminate', 'allocate', 'targeted_allocation',
-           'optimise', 'run_child', 'round_record', 'resonate', 'compare_arms', 'plot_resonance', 'resonance_markdown']
+__all__ = ['char_ngrams', 'TfidfIndex', 'kmeans', 'failure_clusters', 'exact_prompt_overlap', 'chance_level', 'diagnose',
+           'diagnosis_markdown', 'diagnose_run', 'sample_generators', 'candidate_pool', 'decontaminate', 'allocate',
+           'targeted_allocation', 'optimise', 'run_child', 'round_record', 'resonate', 'compare_arms', 'plot_resonance',
+           'resonance_markdown']
 
 # %% ../nbs/31_resonance.ipynb #c006
 def char_ngrams(text: str, sizes: tuple[int, ...] = (2, 3, 4)) -> list[str]:
@@ -127,6 +128,19 @@ def exact_prompt_overlap(records: list[dict], reference: list[dict]) -> list[str
     seen = {normalise(prompt_and_answer(r)[0]) for r in reference}
     return [str(r.get("id")) for r in records if normalise(prompt_and_answer(r)[0]) in seen]
 
+def chance_level(
+    dev_samples: list[dict],  # scored samples with `reference`
+    overall: float,  # their mean score
+    max_labels: int = 20,  # more distinct references than this: free text, no chance level
+    margin: float = 1.5,  # near chance: overall below `margin` × chance
+) -> dict | None:
+    "For label-like answers: the score of guessing uniformly, and whether `overall` is near it."
+    labels = {normalize_text(str(s.get("reference", ""))) for s in dev_samples} - {""}
+    if not 1 < len(labels) <= max_labels:
+        return None
+    chance = 1 / len(labels)
+    return {"labels": len(labels), "chance": round(chance, 4), "near_chance": bool(overall < margin * chance)}
+
 def diagnose(
     dev_samples: list[dict],  # the tuned model's scored dev samples (category, prompt, prediction, score)
     train_records: list[dict],  # the training conversations (with category)
@@ -150,6 +164,7 @@ def diagnose(
     for s in dev_samples:
         scores[s["category"]].append(float(s["score"]))
     overall = float(np.mean([s["score"] for s in dev_samples]))
+    chance = chance_level(dev_samples, overall)
     rng = np.random.default_rng(seed)
     categories = {}
     for category in sorted(scores):
@@ -188,6 +203,7 @@ def diagnose(
                                          for name, records in eval_splits.items()}}
     return {
         "split": split, "main_metric": main_metric, "overall": {main_metric: round(overall, 4), "n": len(dev_samples)},
+        "chance": chance,
         "targets": targets or {"overall": round(overall, 4), "default": "the dev average"},
         "confidence": confidence, "bootstrap": {"n_boot": n_boot, "seed": seed},
         "categories": categories, "weak": weak,
@@ -199,6 +215,13 @@ def diagnose(
                  **({"per_category": test_summary} if test_summary else {})}}
 
 # %% ../nbs/31_resonance.ipynb #c019
+def _chance_warning(chance: dict | None, metric: str) -> list[str]:
+    if not (chance and chance["near_chance"]):
+        return []
+    return [f"**Near chance**: {chance['labels']} answer labels, so guessing scores {chance['chance']:.2f} {metric}. "
+            "A model that has not learned the task fails everywhere, so its weak categories are noise: train the "
+            "base recipe longer (or with a larger model) before targeting data.", ""]
+
 def diagnosis_markdown(diagnosis: dict) -> str:
     "The diagnosis as a short Markdown report."
     metric = diagnosis["main_metric"]
@@ -206,6 +229,7 @@ def diagnosis_markdown(diagnosis: dict) -> str:
              f"Overall {metric}: {diagnosis['overall'][metric]:.3f} (n = {diagnosis['overall']['n']}). "
              f"Weak categories: {', '.join(diagnosis['weak']) or 'none'}. "
              f"Under-represented in training: {', '.join(diagnosis['under_represented']) or 'none'}.", "",
+             *_chance_warning(diagnosis.get("chance"), metric),
              f"| category | {metric} | 95% CI | n | target | gap | P(below target) | weak | train share | error share |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for c, row in diagnosis["categories"].items():
@@ -473,7 +497,7 @@ def round_record(run_dir: Path, round_number: int, parent: Path, dataset: Path |
                      "per_category": {c: r[metric] for c, r in tuned["per_category"].items()}},
             "dev": {"overall": diagnosis["overall"][metric],
                     "per_category": {c: r[metric] for c, r in diagnosis["categories"].items()}},
-            "weak": diagnosis["weak"],
+            "weak": diagnosis["weak"], "chance": diagnosis.get("chance"),
             "added": {k: card[k] for k in ("strategy", "budget", "added", "by_category", "allocation",
                                            "allocation_rule")} | {"removed": len(card["decontamination"]["removed"])}
             if card else None}
@@ -599,7 +623,8 @@ def resonance_markdown(record: dict) -> str:
     lines = [f"# Resonance: {record['recipe']}", "",
              f"Budget {record['budget']} items per round, {record['rounds']} round(s), strategy "
              f"`{record['strategy']}`" + (f", control `{record['control']}`" if record.get("control") else "") + ".",
-             "Selection uses dev failures only; test is sealed and only reported.", "", "![](resonance.png)", ""]
+             "Selection uses dev failures only; test is sealed and only reported.", "",
+             *_chance_warning(record["runs"]["round-0"].get("chance"), metric), "![](resonance.png)", ""]
     for arm in (record["strategy"], record.get("control")):
         if not arm or arm not in record:
             continue

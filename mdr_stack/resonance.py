@@ -573,8 +573,10 @@ def resonate(
 def compare_arms(record: dict) -> dict:
     "Per arm: mean gain on round 0's weak categories (dev and test) and overall, from round 0 to the last round."
     round0 = record["runs"]["round-0"]
-    weak = round0["weak"]
-    out = {"weak_categories": weak, "arms": {}}
+    weak, basis = round0["weak"], "weak on dev"
+    if not weak:  # nothing weak: compare on what the targeted arm aimed at, the categories with dev failures
+        weak, basis = [c for c, v in round0["dev"]["per_category"].items() if v < 1], "with dev failures (none weak)"
+    out = {"weak_categories": weak, "basis": basis, "arms": {}}
     for arm in (record["strategy"], record.get("control")):
         if not arm or arm not in record:
             continue
@@ -639,7 +641,8 @@ def resonance_markdown(record: dict) -> str:
         lines.append("")
     comparison = record.get("comparison")
     if comparison:
-        lines += ["## Comparison", "", f"Weak categories at round 0 (dev): {', '.join(comparison['weak_categories']) or 'none'}.",
+        lines += ["## Comparison", "", f"Categories compared, {comparison.get('basis', 'weak on dev')} at round 0: "
+                  f"{', '.join(comparison['weak_categories']) or 'none'}.",
                   "", "| arm | gain on weak (test) | gain on weak (dev) | overall gain (test) |", "|---|---|---|---|"]
         for arm, row in comparison["arms"].items():
             fmt = lambda x: "–" if x is None else f"{x:+.3f}"

@@ -466,6 +466,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                     'mdr_stack.hardware.cpu_flags': ('hardware.html#cpu_flags', 'mdr_stack/hardware.py'),
                                     'mdr_stack.hardware.cpu_model': ('hardware.html#cpu_model', 'mdr_stack/hardware.py'),
                                     'mdr_stack.hardware.detect_machine': ('hardware.html#detect_machine', 'mdr_stack/hardware.py'),
+                                    'mdr_stack.hardware.device_visible': ('hardware.html#device_visible', 'mdr_stack/hardware.py'),
                                     'mdr_stack.hardware.dtype_support': ('hardware.html#dtype_support', 'mdr_stack/hardware.py'),
                                     'mdr_stack.hardware.list_profiles': ('hardware.html#list_profiles', 'mdr_stack/hardware.py'),
                                     'mdr_stack.hardware.load_profile': ('hardware.html#load_profile', 'mdr_stack/hardware.py'),

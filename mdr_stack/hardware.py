@@ -27,7 +27,7 @@ from .settings import MdrError, did_you_mean, progress_bar
 __all__ = ['DtypeSupport', 'AttentionImpl', 'HALF_PRECISION_FLAGS', 'VENDOR_EXTENSIONS', 'DTYPES', 'MEASURED_FIELDS',
            'DtypeTable', 'PeakTable', 'Measured', 'HardwareProfile', 'list_profiles', 'load_profile', 'save_profile',
            'cpu_flags', 'system_memory_gib', 'available_memory_gib', 'resolve_auto', 'cpu_model', 'detect_machine',
-           'matmul_tflops', 'copy_bandwidth_gbs', 'dtype_support', 'calibrate']
+           'matmul_tflops', 'copy_bandwidth_gbs', 'dtype_support', 'device_visible', 'calibrate']
 
 # %% ../nbs/02_hardware.ipynb #c006
 DtypeSupport = Literal["native", "emulated", "none", "auto"]
@@ -385,6 +385,15 @@ def dtype_support(
     return DtypeTable(bf16=verdict(tflops.bf16), fp16=verdict(tflops.fp16), fp32=verdict(tflops.fp32))
 
 # %% ../nbs/02_hardware.ipynb #c039
+def device_visible(device_type: str) -> bool:
+    "Whether torch in this process can use a `device_type` device (cpu, cuda, npu, mps, ...)."
+    import torch
+    if device_type == "cpu":
+        return True
+    if device_type == "mps":
+        return torch.backends.mps.is_available()
+    return hasattr(torch, device_type) and getattr(torch, device_type).is_available()
+
 def _measurement_device(profile: HardwareProfile):
     "The torch.device to calibrate `profile` on; an error naming the fix when this machine has none."
     import torch
@@ -397,9 +406,7 @@ def _measurement_device(profile: HardwareProfile):
                                 "`cpu-x86` to measure this machine's CPU") from None
     if profile.device_type == "cpu":
         return torch.device("cpu")
-    seen = torch.backends.mps.is_available() if profile.device_type == "mps" else (
-        hasattr(torch, profile.device_type) and getattr(torch, profile.device_type).is_available())
-    if not seen:
+    if not device_visible(profile.device_type):
         raise MdrError(f"profile {profile.name} describes `{profile.device_type}` devices and torch sees none here",
                        hint="calibrate on the machine the profile describes, or use `--profile cpu-x86` to measure "
                             "this machine's CPU")

@@ -315,10 +315,8 @@ def eval_precision(run: Run) -> str:
 
 def eval_device(run: Run) -> str:
     "Where evaluation runs: the plan's accelerator (cuda, npu, mps) when this process sees one, else the CPU."
-    import torch
-    kind = run.plan.device_type
-    backend = {"cuda": torch.cuda, "npu": getattr(torch, "npu", None), "mps": getattr(torch.backends, "mps", None)}.get(kind)
-    return kind if backend is not None and backend.is_available() else "cpu"
+    from mdr_stack.hardware import device_visible
+    return run.plan.device_type if device_visible(run.plan.device_type) else "cpu"
 
 def evaluate_run(run: Run, progress: bool = True) -> dict:
     "Score base and tuned on the held-out split, the tuned model on dev, and diagnose it (eval/diagnosis.json)."

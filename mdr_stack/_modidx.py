@@ -601,6 +601,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                     'mdr_stack.pipeline.execute_stage': ('pipeline.html#execute_stage', 'mdr_stack/pipeline.py'),
                                     'mdr_stack.pipeline.input_hashes': ('pipeline.html#input_hashes', 'mdr_stack/pipeline.py'),
                                     'mdr_stack.pipeline.ipc_kernel_manager': ('pipeline.html#ipc_kernel_manager', 'mdr_stack/pipeline.py'),
+                                    'mdr_stack.pipeline.load_eval_model': ('pipeline.html#load_eval_model', 'mdr_stack/pipeline.py'),
                                     'mdr_stack.pipeline.load_rows': ('pipeline.html#load_rows', 'mdr_stack/pipeline.py'),
                                     'mdr_stack.pipeline.measured_peak_gib': ('pipeline.html#measured_peak_gib', 'mdr_stack/pipeline.py'),
                                     'mdr_stack.pipeline.model_dir': ('pipeline.html#model_dir', 'mdr_stack/pipeline.py'),

@@ -700,11 +700,9 @@ def evaluate_agent_run(
     progress: bool = True,
 ) -> dict:
     "Run base and tuned agents on the held-out split; write eval/results.json, samples.jsonl and the lm-eval files."
-    from peft import PeftModel
-
     from mdr_stack.evaluate import eval_autocast, write_results
-    from mdr_stack.models import load_model, load_tokenizer, sha256_file
-    from mdr_stack.pipeline import eval_device, eval_precision, model_dir
+    from mdr_stack.models import load_tokenizer, sha256_file
+    from mdr_stack.pipeline import eval_device, eval_precision, load_eval_model, model_dir
     ev, settings = run.recipe.evaluation, agent_settings(run.recipe)
     test_file, adapter = run.dir / "data" / f"{ev.split}.jsonl", run.dir / "train" / "adapter"
     if not test_file.is_file():
@@ -720,9 +718,9 @@ def evaluate_agent_run(
                   progress=progress, n_boot=ev.n_boot, seed=ev.seed, task=run.recipe.scenario, split=ev.split)
     precision, device = eval_precision(run), eval_device(run)
     with eval_autocast(precision, device):
-        base, base_samples = evaluate_agent(load_model(path).to(device), tokenizer, settings.registry, records, "base",
-                                            **kwargs)
-    tuned_model = PeftModel.from_pretrained(load_model(path), adapter).merge_and_unload().to(device)
+        base, base_samples = evaluate_agent(load_eval_model(path, device), tokenizer, settings.registry, records,
+                                            "base", **kwargs)
+    tuned_model = load_eval_model(path, device, adapter)
     with eval_autocast(precision, device):
         tuned, tuned_samples = evaluate_agent(tuned_model, tokenizer, settings.registry, records, "tuned", **kwargs)
     config = {"split": ev.split, "n": len(records), "decoding": "greedy", "batch_size": ev.batch_size,
@@ -959,19 +957,15 @@ def load_agent(
     tuned: bool = True,  # merge the run's adapter (False: the base model)
 ):
     "The model, tokenizer and agent settings of an agent run."
-    from mdr_stack.models import load_model, load_tokenizer
-    from mdr_stack.pipeline import model_dir, open_run
+    from mdr_stack.models import load_tokenizer
+    from mdr_stack.pipeline import load_eval_model, model_dir, open_run
     run = open_run(run_dir)
     settings, adapter = agent_settings(run.recipe), run.dir / "train" / "adapter"
     if tuned and not (adapter / "adapter_model.safetensors").is_file():
         raise MdrError("the run has no trained adapter", where=str(run.dir),
                        hint="run its train stage first (`mdr run --resume RUN_DIR`), or ask the base model (--base)")
     path = model_dir(run)
-    model = load_model(path)
-    if tuned:
-        from peft import PeftModel
-        model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
-    return model, load_tokenizer(path), settings
+    return load_eval_model(path, "cpu", adapter if tuned else None), load_tokenizer(path), settings
 
 def ask_agent(
     run_dir: Path | str,  # an agent run with a trained adapter

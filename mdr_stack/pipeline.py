@@ -28,8 +28,8 @@ from .settings import MdrError, Settings, get_settings
 __all__ = ['STAGES', 'STAGE_NOTEBOOKS', 'WARM_UP', 'StageFailed', 'read_json', 'write_json', 'update_run_json',
            'package_versions', 'source_git', 'input_hashes', 'create_run', 'Run', 'open_run', 'prepare_model',
            'prepare_data', 'load_rows', 'plan_run', 'model_dir', 'train_adapter', 'torch_cuda_available',
-           'measured_peak_gib', 'eval_precision', 'eval_device', 'evaluate_run', 'showcase_run', 'run_stage_inline',
-           'scratch_run', 'ensure_kernel', 'ipc_kernel_manager', 'WarmKernel', 'execute_stage',
+           'measured_peak_gib', 'eval_precision', 'eval_device', 'load_eval_model', 'evaluate_run', 'showcase_run',
+           'run_stage_inline', 'scratch_run', 'ensure_kernel', 'ipc_kernel_manager', 'WarmKernel', 'execute_stage',
            'check_inputs_unchanged', 'execute_run']
 
 # %% ../nbs/50_pipeline.ipynb #c005
@@ -318,13 +318,21 @@ def eval_device(run: Run) -> str:
     from mdr_stack.hardware import device_visible
     return run.plan.device_type if device_visible(run.plan.device_type) else "cpu"
 
-def evaluate_run(run: Run, progress: bool = True) -> dict:
-    "Score base and tuned on the held-out split, the tuned model on dev, and diagnose it (eval/diagnosis.json)."
+def load_eval_model(path: Path, device: str, adapter: Path | None = None):
+    "The base model, or the base with `adapter` merged into it, on `device`, for evaluation."
     from peft import PeftModel
 
+    from mdr_stack.models import load_model
+    model = load_model(path)
+    if adapter is not None:
+        model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
+    return model.to(device)
+
+def evaluate_run(run: Run, progress: bool = True) -> dict:
+    "Score base and tuned on the held-out split, the tuned model on dev, and diagnose it (eval/diagnosis.json)."
     from mdr_stack.data_formats import read_jsonl
     from mdr_stack.evaluate import eval_autocast, evaluate_model, write_results
-    from mdr_stack.models import load_model, load_tokenizer
+    from mdr_stack.models import load_tokenizer
     from mdr_stack.resonance import diagnose_run
     if run.recipe.kind == "agent":  # base and tuned agents run the test tasks with the tools (nbs/72_agents.ipynb)
         from mdr_stack.agents import evaluate_agent_run
@@ -339,9 +347,9 @@ def evaluate_run(run: Run, progress: bool = True) -> dict:
                   suites=ev.all_suites(), n_boot=ev.n_boot, seed=ev.seed, task=run.recipe.scenario)
     precision, device = eval_precision(run), eval_device(run)
     with eval_autocast(precision, device):
-        base, base_samples = evaluate_model(load_model(path).to(device), tokenizer, records, label="base",
+        base, base_samples = evaluate_model(load_eval_model(path, device), tokenizer, records, label="base",
                                             split=ev.split, **kwargs)
-    tuned_model = PeftModel.from_pretrained(load_model(path), run.dir / "train" / "adapter").merge_and_unload().to(device)
+    tuned_model = load_eval_model(path, device, run.dir / "train" / "adapter")
     with eval_autocast(precision, device):
         tuned, tuned_samples = evaluate_model(tuned_model, tokenizer, records, label="tuned", split=ev.split, **kwargs)
     provenance = {k: v for k, v in run.info.get("model", {}).items() if k != "path"}

@@ -383,8 +383,9 @@ def measure_pipeline_in_this_process(mode: str, recipe: str, overrides: dict | N
         seconds, began = {}, time.perf_counter()
         if mode == "papermill":  # execute_run: the next stage's kernel warms up while a stage runs
             marks = {}
-            execute_run(run.dir, stages=stages, on_stage=lambda stage, event: marks.__setitem__((stage, event),
-                                                                                             time.perf_counter()))
+            def mark(stage, event):
+                marks[stage, event] = time.perf_counter()
+            execute_run(run.dir, stages=stages, on_stage=mark)
             seconds = {s: round(marks[s, "done"] - marks[s, "start"], 2) for s in stages}
         else:
             for stage in stages:

@@ -488,7 +488,7 @@ def execute_stage(
     kernel: str,  # the kernelspec name
     echo=None,  # a stream that also receives the stage's output
     timeout: int | None = None,  # seconds per cell
-    warm: WarmKernel | None = None,  # a kernel started ahead for this stage (closed here); None: start one now
+    warm: WarmKernel | None = None,  # a kernel started ahead for this stage (closed here); None: start it now
 ):
     "Execute one stage notebook with papermill into `stages/`; a failure is recorded and raised as StageFailed."
     import papermill as pm
@@ -500,11 +500,10 @@ def execute_stage(
     began = time.time()
     os.environ["MDR_PROGRESS"] = "text"
     try:
-        with tempfile.TemporaryDirectory(prefix="mdr-kernel-") as sockets:
-            kernel_kwargs = {"km": warm.km} if warm else {"kernel_manager_class": ipc_kernel_manager(sockets)}
-            pm.execute_notebook(str(src), str(out), parameters={"run_dir": str(run.dir)}, kernel_name=kernel,
-                                cwd=str(run.dir), progress_bar=False, stdout_file=log, stderr_file=log,
-                                execution_timeout=timeout, start_timeout=180, **kernel_kwargs)
+        warm = warm or WarmKernel(kernel, run.dir)
+        pm.execute_notebook(str(src), str(out), parameters={"run_dir": str(run.dir)}, kernel_name=kernel,
+                            cwd=str(run.dir), progress_bar=False, stdout_file=log, stderr_file=log,
+                            execution_timeout=timeout, start_timeout=180, km=warm.km)
     except PapermillExecutionError as err:
         update_run_json(run.dir, stages={stage: {"status": "failed", "seconds": round(time.time() - began, 1),
                                                  "error": {"cell": err.exec_count, "ename": err.ename, "evalue": err.evalue}}})

@@ -45,7 +45,7 @@ class MemoryCase:
     seq_len: int
     batch: int
     checkpointing: bool = False
-    precision: str = "fp32"  # fp32 | bf16 (autocast; weights stay fp32 as in the trainer)
+    precision: str = "fp32"  # fp32 | bf16 (autocast, frozen weights in bf16 as the planner loads them)
     role: str = "check"  # overhead | calibrate | check
     steps: int = 3
     lora_rank: int = 8
@@ -89,10 +89,11 @@ def measure_in_this_process(case: MemoryCase) -> dict:
     transformers.logging.set_verbosity_error()
     baseline = _status_kib("VmRSS")
     torch.manual_seed(0)
+    weights = torch.bfloat16 if case.precision == "bf16" else torch.float32
     if case.model == "smollm2-135m":
-        model = transformers.AutoModelForCausalLM.from_pretrained(str(SMOLLM2), dtype="float32")
+        model = transformers.AutoModelForCausalLM.from_pretrained(str(SMOLLM2), dtype=weights)
     else:
-        model = transformers.LlamaForCausalLM(transformers.LlamaConfig(**MODELS[case.model]))
+        model = transformers.LlamaForCausalLM(transformers.LlamaConfig(**MODELS[case.model])).to(weights)
     model = get_peft_model(model, LoraConfig(r=case.lora_rank, lora_alpha=2 * case.lora_rank,
                                              target_modules="all-linear", task_type="CAUSAL_LM"))
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -133,7 +134,8 @@ def measure_case(case: MemoryCase, timeout: float = 600) -> dict:
 # %% ../nbs/62_bench_planner.ipynb #c011
 def predict_case(case: MemoryCase, trainable_params: int, constants: MemoryConstants, digits: int = 3) -> dict:
     "The planner's memory prediction for a case, in GiB by component."
-    return predict_peak_memory(case_config(case), trainable_params, case.batch, case.seq_len, weight_bytes=4,
+    return predict_peak_memory(case_config(case), trainable_params, case.batch, case.seq_len,
+                               weight_bytes=2 if case.precision == "bf16" else 4,
                                precision=case.precision, checkpointing=case.checkpointing, constants=constants,
                                digits=digits)
 

@@ -5,7 +5,10 @@
 # %% ../nbs/03_planner.ipynb #c003
 from __future__ import annotations
 
+import importlib.util
 import math
+import os
+import shutil
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -14,11 +17,12 @@ from .recipes import Recipe
 from .settings import MdrError, did_you_mean
 
 # %% auto #0
-__all__ = ['KNOWN_CONFIGS', 'CPU_MEMORY', 'DEFAULT_TIME', 'CPU_TIME', 'SHARDING', 'Decision', 'Plan', 'known_config',
-           'count_parameters', 'estimate_lora_params', 'MemoryConstants', 'predict_peak_memory', 'memory_constants',
-           'flops_per_token', 'elementwise_bytes', 'TimeConstants', 'time_constants', 'predict_step_seconds',
-           'choose_precision', 'choose_attention', 'choose_processes', 'make_plan', 'model_config_for',
-           'rows_per_epoch', 'plan_recipe', 'save_plan', 'format_plan']
+__all__ = ['KNOWN_CONFIGS', 'CPU_MEMORY', 'DEFAULT_TIME', 'CPU_TIME', 'COMPILE_PAYS_AFTER_S', 'SHARDING', 'Decision', 'Plan',
+           'known_config', 'count_parameters', 'estimate_lora_params', 'MemoryConstants', 'predict_peak_memory',
+           'memory_constants', 'flops_per_token', 'elementwise_bytes', 'TimeConstants', 'time_constants',
+           'predict_step_seconds', 'choose_precision', 'choose_attention', 'choose_compile', 'choose_processes',
+           'choose_weight_dtype', 'make_plan', 'model_config_for', 'rows_per_epoch', 'plan_recipe', 'save_plan',
+           'format_plan']
 
 # %% ../nbs/03_planner.ipynb #c005
 @dataclass
@@ -48,6 +52,7 @@ class Plan:
     method: str = "lora"  # lora | qlora
     distributed: str = "none"  # none | ddp | fsdp | zero2 | zero3
     weight_dtype: str = "float32"  # dtype the frozen base weights are loaded in
+    compile: bool = False  # torch.compile each decoder layer (regional compilation)
     backend: str = "gloo"  # collective backend between processes
     memory: dict[str, float] = field(default_factory=dict)  # predicted GiB per device, by component
     tokens_per_step: int | None = None  # all devices together
@@ -271,6 +276,42 @@ def choose_attention(profile: HardwareProfile) -> tuple[str, str]:
     return "eager", "no fused attention is listed for this device"
 
 # %% ../nbs/03_planner.ipynb #c027
+COMPILE_PAYS_AFTER_S = 600.0  # predicted eager training seconds from which `training.compile: auto` compiles
+
+def _compile_blocker(profile: HardwareProfile, checkpointing: bool, distributed: str) -> str | None:
+    "Why torch.compile of the decoder layers cannot (or is not tried to) run on this plan; None when it can."
+    if distributed in ("fsdp", "zero2", "zero3"):
+        return f"{distributed} with compiled layers is not tried here"
+    if checkpointing:
+        return "activation checkpointing with compiled layers is not tried here"
+    if profile.device_type == "cpu":
+        compilers = [os.environ.get("CXX", "g++"), "g++", "clang++"]
+        return None if any(shutil.which(c) for c in compilers) else "no C++ compiler (g++ or clang++) for torch.compile's CPU kernels"
+    if profile.device_type == "cuda":
+        return None if importlib.util.find_spec("triton") else "triton is not installed: torch.compile has no GPU code generator"
+    return f"torch.compile on {profile.device_type} is not tried here"
+
+def choose_compile(
+    recipe: Recipe, profile: HardwareProfile, checkpointing: bool, distributed: str,
+    train_seconds: float | None,  # predicted training time without compiling; None when unknown
+) -> tuple[bool, str]:
+    "Whether to torch.compile each decoder layer, and why."
+    asked, blocker = recipe.training.compile, _compile_blocker(profile, checkpointing, distributed)
+    if asked is True and blocker:
+        raise MdrError(f"training.compile: true cannot run here: {blocker}", where=str(recipe.path or ""),
+                       hint="set training.compile: auto (the planner compiles where it runs and pays) or false")
+    if asked != "auto":
+        return asked, "set in the recipe (training.compile)"
+    if blocker:
+        return False, blocker
+    if train_seconds is None:
+        return False, "training time unknown (no model size or data statistics): compiling may not pay"
+    if train_seconds < COMPILE_PAYS_AFTER_S:
+        return False, (f"training predicted at {train_seconds:.0f} s, under {COMPILE_PAYS_AFTER_S:.0f} s: compiling "
+                       "(about half a minute per kind of layer on a CPU, the first time) would not pay")
+    return True, (f"training predicted at {train_seconds:.0f} s: each kind of decoder layer is compiled once "
+                  "(torch.compile, half a minute the first time) and every step gets about a fifth faster")
+
 def choose_processes(recipe: Recipe, profile: HardwareProfile) -> tuple[HardwareProfile, str]:
     "The profile cut to the devices the recipe's batch can use, and why."
     batch, per_node, world = recipe.training.batch_size, profile.devices_per_node, profile.world_size
@@ -288,9 +329,19 @@ SHARDING = {"npu": "zero3", "mlu": "zero3", "musa": "zero3"}  # device types who
 def _label_fraction(value: float | None) -> float:
     return 1.0 if value is None else min(max(value, 0.0), 1.0)
 
+def choose_weight_dtype(precision: str, profile: HardwareProfile) -> tuple[str, str]:
+    "The dtype the frozen base weights are loaded in, and why."
+    if precision == "fp32":
+        return "float32", "training in fp32: weights stay fp32"
+    if precision == "fp16" and profile.device_type == "cpu":
+        return "float32", "fp16 on a CPU: weights stay fp32, autocast computes in fp16"
+    return ("bfloat16" if precision == "bf16" else "float16",
+            "frozen weights in the compute dtype: half the memory of fp32, and no cast of every weight in every "
+            "forward and backward (LoRA adapters stay fp32)")
+
 def _fits(config, trainable, micro, recipe, profile, precision, method, distributed, ckpt, label_fraction) -> dict:
     "The memory prediction for one candidate."
-    weight_bytes = 4 if profile.device_type == "cpu" or precision == "fp32" else 2
+    weight_bytes = 4 if choose_weight_dtype(precision, profile)[0] == "float32" else 2
     world = profile.world_size
     return predict_peak_memory(
         config, trainable, micro, recipe.training.max_seq_len, weight_bytes=weight_bytes, precision=precision,
@@ -370,15 +421,8 @@ def make_plan(
     decisions.append(Decision("precision", precision, why))
     attention, why = choose_attention(profile)
     decisions.append(Decision("attention", attention, why))
-    weight_dtype = "float32" if profile.device_type == "cpu" or precision == "fp32" else (
-        "bfloat16" if precision == "bf16" else "float16")
-    if precision == "fp32":
-        weight_why = "training in fp32: weights stay fp32"
-    elif profile.device_type == "cpu":
-        weight_why = f"the CPU trainer keeps fp32 weights, autocast computes in {precision}"
-    else:
-        weight_why = "frozen weights in the compute dtype: half of fp32"
-    decisions.append(Decision("weight_dtype", weight_dtype, weight_why))
+    weight_dtype, why = choose_weight_dtype(precision, profile)
+    decisions.append(Decision("weight_dtype", weight_dtype, why))
 
     profile, why = choose_processes(recipe, profile)
     decisions.append(Decision("num_processes", profile.world_size, why))
@@ -435,9 +479,18 @@ def make_plan(
                                   + (" + element-wise and per-pass terms measured on CPU"
                                      if time_constants(profile).pass_overhead_s else "")
                                   if step_seconds else "the profile has no matmul ceiling"))
+    n_steps = None
+    if steps_per_epoch:
+        n_steps = math.ceil(train.epochs * steps_per_epoch)
+        n_steps = min(n_steps, train.max_steps) if train.max_steps else n_steps
+    elif train.max_steps:
+        n_steps = train.max_steps
+    compiled, why = choose_compile(recipe, profile, checkpointing, distributed,
+                                   step_seconds * n_steps if step_seconds and n_steps else None)
+    decisions.append(Decision("compile", compiled, why))
     return Plan(recipe.name, profile.name, profile.device_type, precision, micro, accum, world, profile.nodes,
                 checkpointing, launcher, memory.get("total"), trainable_params or None, decisions,
-                attention=attention, method=method, distributed=distributed, weight_dtype=weight_dtype,
+                attention=attention, method=method, distributed=distributed, weight_dtype=weight_dtype, compile=compiled,
                 backend=profile.backend, memory=memory, tokens_per_step=tokens_per_step, steps_per_epoch=steps_per_epoch,
                 predicted_step_seconds=step_seconds and round(step_seconds, 4), predicted_epoch_seconds=epoch_seconds)
 

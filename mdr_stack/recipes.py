@@ -179,6 +179,7 @@ class TrainingSpec(Section):
     max_grad_norm: float | None = 1.0
     precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
     activation_checkpointing: bool | Literal["auto"] = "auto"
+    compile: bool | Literal["auto"] = "auto"  # torch.compile each decoder layer; auto: when training is long enough to pay
     distributed: Literal["auto", "ddp", "fsdp", "zero2", "zero3"] = "auto"  # across devices; the plan decides when auto
     quantization: Literal["auto", "none", "nf4"] = "auto"  # nf4 = QLoRA; auto: only when LoRA cannot fit
     save_every: int = Field(50, ge=1)  # checkpoint every N optimizer steps

@@ -81,13 +81,14 @@ def pack_examples(
     max_len: int,  # tokens per row
     pad_id: int,  # token used to fill the end of a row
 ) -> list[PackedRow]:
-    "Best-fit packing (in input order) into rows of exactly `max_len` tokens; padding gets label -100."
+    "Best-fit decreasing packing into rows of exactly `max_len` tokens; padding gets label -100."
+    too_long = next((len(ids) for ids, _ in examples if len(ids) > max_len), None)
+    if too_long:
+        raise MdrError(f"an example has {too_long} tokens, longer than max_seq_len={max_len}",
+                       hint="raise training.max_seq_len or shorten the example")
     rows: list[list[tuple[list[int], list[int]]]] = []
     free: list[tuple[int, int]] = []  # (room left, row index), kept sorted: best fit is a binary search away
-    for ids, labels in examples:
-        if len(ids) > max_len:
-            raise MdrError(f"an example has {len(ids)} tokens, longer than max_seq_len={max_len}",
-                           hint="raise training.max_seq_len or shorten the example")
+    for ids, labels in sorted(examples, key=lambda e: -len(e[0])):  # longest first; ties keep input order
         at = bisect.bisect_left(free, (len(ids), -1))
         if at < len(free):
             room, slot = free.pop(at)

@@ -21,8 +21,8 @@ from .settings import MdrError
 from .templates_packing import PackedRow
 
 # %% auto #0
-__all__ = ['add_lora', 'AnswerOnlyLoss', 'step_batches', 'micro_batches', 'collate', 'save_checkpoint', 'latest_checkpoint',
-           'load_checkpoint', 'TrainResult', 'total_steps', 'train']
+__all__ = ['add_lora', 'decoder_layers', 'compile_layers', 'AnswerOnlyLoss', 'step_batches', 'micro_batches', 'collate',
+           'save_checkpoint', 'latest_checkpoint', 'load_checkpoint', 'TrainResult', 'total_steps', 'train']
 
 # %% ../nbs/21_train.ipynb #c006
 def add_lora(model, recipe: Recipe):
@@ -49,6 +49,26 @@ def add_lora(model, recipe: Recipe):
                         lora_dropout=method.lora_dropout, target_modules=targets,
                         layers_to_transform=layers, task_type="CAUSAL_LM")
     return get_peft_model(model, config)
+
+# %% ../nbs/21_train.ipynb #c006b
+def decoder_layers(model) -> torch.nn.ModuleList:
+    "The model's stack of decoder layers: the module list with `num_hidden_layers` entries."
+    config = getattr(model, "config", None) or model.get_base_model().config
+    found = next((m for m in model.modules() if isinstance(m, torch.nn.ModuleList) and len(m) == config.num_hidden_layers), None)
+    if found is None:
+        raise MdrError(f"no list of {config.num_hidden_layers} decoder layers found in {type(model).__name__}",
+                       hint="set training.compile: false for this model")
+    return found
+
+def compile_layers(model) -> int:
+    "torch.compile every decoder layer of `model` in place (dynamic shapes); returns how many."
+    import torch._dynamo
+
+    torch._dynamo.config.suppress_errors = True  # a layer that fails to compile runs uncompiled
+    layers = decoder_layers(model)
+    for layer in layers:
+        layer.compile(dynamic=True)
+    return len(layers)
 
 # %% ../nbs/21_train.ipynb #c008
 class AnswerOnlyLoss(torch.nn.Module):
@@ -78,10 +98,12 @@ def micro_batches(step_rows: list[int], rank: int, world: int, micro: int) -> li
     return [mine[i:i + micro] for i in range(0, len(mine), micro)]
 
 def collate(rows: list[PackedRow], index: list[int]) -> dict[str, torch.Tensor]:
-    "Tensors for one micro-batch of packed rows."
+    "Tensors for one micro-batch of packed rows, cut after the last real token of its fullest row."
     pick = [rows[i] for i in index]
-    return {"input_ids": torch.tensor([r.input_ids for r in pick]), "labels": torch.tensor([r.labels for r in pick]),
-            "position_ids": torch.tensor([r.position_ids for r in pick])}
+    width = max(r.n_tokens for r in pick)  # fill sits at the end of a row: the columns after `width` are fill only
+    return {"input_ids": torch.tensor([r.input_ids[:width] for r in pick]),
+            "labels": torch.tensor([r.labels[:width] for r in pick]),
+            "position_ids": torch.tensor([r.position_ids[:width] for r in pick])}
 
 # %% ../nbs/21_train.ipynb #c013
 def save_checkpoint(folder: Path, model, optimizer, scheduler, state: dict, keep: int = 2):
@@ -162,6 +184,8 @@ def train(
     accelerator = Accelerator(mixed_precision=mixed, cpu=plan.device_type == "cpu")
     torch.manual_seed(cfg.seed)
     model = add_lora(model, recipe)
+    if plan.compile:
+        compile_layers(model)
     if plan.activation_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()

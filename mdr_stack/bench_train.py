@@ -28,11 +28,14 @@ __all__ = ['VARIANTS', 'LLAMA_LINEAR', 'PRECISION_DTYPES', 'PRESETS', 'peft_lora
 
 # %% ../nbs/63_bench_train.ipynb #c006
 VARIANTS: dict[str, dict] = {
-    "mdr": {"trainer": "mdr"},
+    "mdr": {"trainer": "mdr", "compile": True},
+    "mdr-eager": {"trainer": "mdr", "compile": False},
     "trl": {"trainer": "trl", "packing": True},
     "trl-unpacked": {"trainer": "trl", "packing": False},
     "trl-defaults": {"trainer": "trl", "packing": False, "trl_defaults": True},
-    "mdr-unpacked": {"trainer": "mdr", "packing": False},
+    "mdr-unpacked": {"trainer": "mdr", "packing": False, "compile": False},
+    "mdr-fp32-weights": {"trainer": "mdr", "weights": "float32", "compile": False},
+    "trl-bf16-weights": {"trainer": "trl", "packing": False, "trl_defaults": True, "weights": "bfloat16"},
     "loop": {"trainer": "loop"},
     "loop-full-logits": {"trainer": "loop", "answer_only": False},
     "loop-fused-adamw": {"trainer": "loop", "optimizer": "fused"},
@@ -137,6 +140,8 @@ def _case_recipe(case: dict):
                  "training.save_every": 10**6}
     if "packing" in case:
         overrides["training.packing"] = case["packing"]
+    if case["trainer"] == "mdr" and "compile" in case:
+        overrides["training.compile"] = case["compile"]
     return load_recipe(case["recipe"], overrides)
 
 def _window(marks: list[tuple[float, int]], warmup: int) -> dict:
@@ -154,14 +159,17 @@ def _train_mdr(case: dict, recipe, path: Path, tokenizer, work: Path) -> dict:
 
     from mdr_stack.hardware import load_profile
     from mdr_stack.models import load_model
-    from mdr_stack.planner import make_plan
+    from mdr_stack.planner import choose_weight_dtype, make_plan
     from mdr_stack.train import step_batches, train
     cfg = recipe.training
     rows = training_rows(recipe, tokenizer)
-    plan = dataclasses.replace(make_plan(recipe, load_profile(case.get("profile", "cpu-x86"))),
-                               precision=case["precision"], micro_batch_size=cfg.batch_size, grad_accum=1,
-                               activation_checkpointing=False, num_processes=1)
-    model = load_model(path)
+    profile = load_profile(case.get("profile", "cpu-x86"))
+    weights = case.get("weights") or choose_weight_dtype(case["precision"], profile)[0]  # as the planner loads them
+    plan = dataclasses.replace(make_plan(recipe, profile), precision=case["precision"], weight_dtype=weights,
+                               compile=recipe.training.compile is True,
+                               micro_batch_size=cfg.batch_size, grad_accum=1, activation_checkpointing=False,
+                               num_processes=1)
+    model = load_model(path, dtype=weights)
     params = sum(p.numel() for p in model.parameters())
     result = train(model, rows, recipe, plan, work / "train", resume=False, progress=False)
     logged = [json.loads(line) for line in (work / "train" / "metrics.jsonl").read_text().splitlines()]
@@ -171,7 +179,8 @@ def _train_mdr(case: dict, recipe, path: Path, tokenizer, work: Path) -> dict:
         seen += sum(rows[i].n_tokens for i in step_batches(len(rows), cfg.batch_size, cfg.seed, step // per_epoch)[step % per_epoch])
         marks.append((record["seconds"], seen))
     return {**_window(marks, case["warmup"]), "losses": [r["loss"] for r in logged], "final_loss": result.final_loss,
-            "model_params": params, "rows": len(rows)}
+            "model_params": params, "rows": len(rows), "weight_dtype": weights, "compiled": plan.compile,
+            "first_step_seconds": logged[0]["seconds"]}
 
 def _train_loop(case: dict, recipe, path: Path, tokenizer, work: Path) -> dict:
     "The plain reference loop with the case's lever settings."
@@ -202,7 +211,8 @@ def _train_trl(case: dict, recipe, path: Path, tokenizer, work: Path) -> dict:
     cfg = recipe.training
     records = load_splits(recipe)["train"]
     data = Dataset.from_list([{"prompt": r["messages"][:-1], "completion": r["messages"][-1:]} for r in records])
-    model = load_model(path)
+    weights = case.get("weights", "float32")  # TRL loads a model id in float32 unless told otherwise
+    model = load_model(path, dtype=weights)
     params = sum(p.numel() for p in model.parameters())
     n_steps, marks = case["warmup"] + case["steps"], []
     trainer = None
@@ -222,7 +232,7 @@ def _train_trl(case: dict, recipe, path: Path, tokenizer, work: Path) -> dict:
     output = trainer.train()
     return {**_window(marks, case["warmup"]), "final_loss": output.training_loss, "model_params": params,
             "optimizer": getattr(args.optim, "value", str(args.optim)), "gradient_checkpointing": bool(args.gradient_checkpointing),
-            "padding_free": bool(trainer.padding_free)}
+            "padding_free": bool(trainer.padding_free), "weight_dtype": weights}
 
 # %% ../nbs/63_bench_train.ipynb #c026
 def measure_in_this_process(case: dict) -> dict:
@@ -358,8 +368,13 @@ def bench_train(
                          "peak_rss_gib": round(statistics.median(r["peak_rss_gib"] for r in mine), 3),
                          "wall_seconds": round(statistics.median(r["wall_seconds"] for r in mine), 1),
                          "mfu": round(mfu(rate, mine[0]["model_params"], peak), 4), "runs": len(mine)}
-    ratios = {name: round(summary["mdr"]["tokens_per_second"] / s["tokens_per_second"], 2)
-              for name, s in summary.items() if "mdr" in summary and name.startswith("trl")}
+        if "first_step_seconds" in mine[0]:  # includes compiling, when the variant compiles
+            summary[name]["first_step_seconds"] = round(statistics.median(r["first_step_seconds"] for r in mine), 1)
+
+    def over(mine: str) -> dict:
+        return {name: round(summary[mine]["tokens_per_second"] / s["tokens_per_second"], 2)
+                for name, s in summary.items() if mine in summary and name.startswith("trl")}
+    ratios = over("mdr")
     method = resolved.method
     return {"benchmark": "train", "recipe": recipe, "model": resolved.model.source,
             "config": {"lora_rank": method.lora_rank, "lora_alpha": method.lora_alpha,
@@ -368,7 +383,7 @@ def bench_train(
                        "precision": precision, "steps": steps, "warmup": warmup, "repeats": repeats,
                        "learning_rate": resolved.training.learning_rate, "flops_per_token": "4·N (LoRA)"},
             "peak_tflops": {**peaks, "used": peak}, "summary": summary, "ratio_mdr_over_trl": ratios.get("trl"),
-            "ratios_mdr_over": ratios,
+            "ratios_mdr_over": ratios, "ratios_mdr_eager_over": over("mdr-eager"),
             "runs": runs, "machine": machine_info(), "versions": _versions(),
             "date": dt.datetime.now().astimezone().isoformat(timespec="seconds")}
 
@@ -448,14 +463,17 @@ def bench_pipeline(
 def _train_table(result: dict) -> str:
     peak = result["peak_tflops"]["used"]
     lines = [f"| variant | real tokens/s | s/step | real tokens/step | peak RSS GiB | MFU (of {peak * 1000:.0f} GFLOP/s "
-             f"{result['config']['precision']}) | wall s/run | runs |", "|---|---|---|---|---|---|---|---|"]
+             f"{result['config']['precision']}) | first step s | wall s/run | runs |", "|---|---|---|---|---|---|---|---|---|"]
     for name, s in result["summary"].items():
+        first = f"{s['first_step_seconds']:.1f}" if "first_step_seconds" in s else "–"
         lines.append(f"| {name} | {s['tokens_per_second']:.1f} | {s['step_seconds']:.2f} | {s['tokens_per_step']} | "
-                     f"{s['peak_rss_gib']:.2f} | {100 * s['mfu']:.1f}% | {s['wall_seconds']:.0f} | {s['runs']} |")
-    ratios = result.get("ratios_mdr_over") or {"trl": result.get("ratio_mdr_over_trl")}
-    for name, ratio in ratios.items():
-        if ratio:
-            lines.append(f"\nmdr / {name}: **{ratio:.2f}×** real tokens per second")
+                     f"{s['peak_rss_gib']:.2f} | {100 * s['mfu']:.1f}% | {first} | {s['wall_seconds']:.0f} | {s['runs']} |")
+    ratios = {"mdr": result.get("ratios_mdr_over") or {"trl": result.get("ratio_mdr_over_trl")},
+              "mdr-eager": result.get("ratios_mdr_eager_over") or {}}
+    for mine, theirs in ratios.items():
+        for name, ratio in theirs.items():
+            if ratio:
+                lines.append(f"\n{mine} / {name}: **{ratio:.2f}×** real tokens per second")
     return "\n".join(lines)
 
 def _pipeline_table(result: dict) -> str:
@@ -500,9 +518,10 @@ def save_result(
 
 # %% ../nbs/63_bench_train.ipynb #c048
 PRESETS: dict[str, tuple[str, dict]] = {
-    "train": ("bench_train", {"steps": 8, "repeats": 3, "variants": ("mdr", "trl", "trl-defaults")}),
+    "train": ("bench_train", {"steps": 8, "repeats": 3, "variants": ("mdr", "mdr-eager", "trl", "trl-defaults")}),
     "train_levers": ("bench_train", {"steps": 6, "repeats": 2, "variants": (
-        "loop", "loop-full-logits", "loop-fused-adamw", "mdr", "mdr-unpacked")}),
+        "loop", "loop-full-logits", "loop-fused-adamw", "mdr-eager", "mdr-unpacked", "mdr-fp32-weights",
+        "trl-bf16-weights")}),
     "train_compile": ("bench_train", {"steps": 4, "warmup": 2, "repeats": 1, "variants": ("loop", "loop-compile")}),
     "pipeline": ("bench_pipeline", {"repeats": 2}),  # the default recipe as `mdr demo` runs it
 }

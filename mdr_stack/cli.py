@@ -241,8 +241,9 @@ def bench_eval(
 def bench_train_cmd(
     steps: int = typer.Option(8, "--steps", help="Optimizer steps per run (after one warm-up step)."),
     repeats: int = typer.Option(3, "--repeats", help="Runs per variant, alternating; medians reported."),
-    variants: str = typer.Option("mdr,trl,trl-defaults", "--variants", help="Comma-separated: mdr, trl, trl-unpacked, trl-defaults, "
-                                 "mdr-unpacked, loop, loop-full-logits, loop-fused-adamw, loop-compile."),
+    variants: str = typer.Option("mdr,mdr-eager,trl,trl-defaults", "--variants",
+                                 help="Comma-separated: mdr (compiled layers), mdr-eager, mdr-unpacked, mdr-fp32-weights, trl, "
+                                 "trl-unpacked, trl-defaults, trl-bf16-weights, loop, loop-full-logits, loop-fused-adamw, loop-compile."),
     recipe: str = typer.Option("power_equipment/dga_iec60599", "--recipe", help="Recipe whose data and model train."),
     out: Optional[Path] = typer.Option(None, "--out", help="Folder for train.json and train.md (e.g. benchmarks)."),
     as_json: bool = typer.Option(False, "--json"),

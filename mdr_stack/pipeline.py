@@ -28,9 +28,9 @@ from .settings import MdrError, Settings, get_settings
 __all__ = ['STAGES', 'STAGE_NOTEBOOKS', 'WARM_UP', 'StageFailed', 'read_json', 'write_json', 'update_run_json',
            'package_versions', 'source_git', 'input_hashes', 'create_run', 'Run', 'open_run', 'prepare_model',
            'prepare_data', 'load_rows', 'plan_run', 'model_dir', 'train_adapter', 'torch_cuda_available',
-           'measured_peak_gib', 'eval_precision', 'eval_device', 'load_eval_model', 'evaluate_run', 'showcase_run',
-           'run_stage_inline', 'scratch_run', 'ensure_kernel', 'ipc_kernel_manager', 'WarmKernel', 'execute_stage',
-           'check_inputs_unchanged', 'execute_run']
+           'measured_peak_gib', 'eval_precision', 'eval_device', 'load_eval_model', 'plot_per_category', 'evaluate_run',
+           'showcase_run', 'run_stage_inline', 'scratch_run', 'ensure_kernel', 'ipc_kernel_manager', 'WarmKernel',
+           'execute_stage', 'check_inputs_unchanged', 'execute_run']
 
 # %% ../nbs/50_pipeline.ipynb #c005
 STAGES = ("prepare", "train", "evaluate", "showcase")
@@ -328,15 +328,38 @@ def load_eval_model(path: Path, device: str, adapter: Path | None = None):
         model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
     return model.to(device)
 
+def plot_per_category(results: dict, path: Path) -> Path:
+    "Base and tuned on the main metric, a pair of bars per category, saved as a PNG at `path`."
+    from matplotlib.figure import Figure  # no pyplot: no backend to choose, the same in a kernel and in a script
+    metric = results["main_metric"]
+    cats = list(results["models"]["tuned"]["per_category"])
+    fig = Figure(figsize=(6, 3))
+    ax = fig.subplots()
+    for shift, label in ((-0.2, "base"), (0.2, "tuned")):
+        ax.bar([i + shift for i in range(len(cats))], [results["models"][label]["per_category"][c][metric] for c in cats],
+               width=0.4, label=label)
+    ax.set_xticks(list(range(len(cats))), cats)
+    ax.set_ylabel(metric)
+    ax.set_ylim(0, 1)
+    ax.legend()
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    return path
+
 def evaluate_run(run: Run, progress: bool = True) -> dict:
-    "Score base and tuned on the held-out split, the tuned model on dev, and diagnose it (eval/diagnosis.json)."
+    "Score base and tuned on the held-out split, the tuned model on dev, diagnose it (eval/diagnosis.json), plot it."
+    if run.recipe.kind == "agent":  # base and tuned agents run the test tasks with the tools (nbs/72_agents.ipynb)
+        from mdr_stack.agents import evaluate_agent_run
+        results = evaluate_agent_run(run, progress)
+    else:
+        results = _evaluate_answers(run, progress)
+    plot_per_category(results, run.dir / "eval" / "per_category.png")
+    return results
+
+def _evaluate_answers(run: Run, progress: bool) -> dict:
     from mdr_stack.data_formats import read_jsonl
     from mdr_stack.evaluate import eval_autocast, evaluate_model, write_results
     from mdr_stack.models import load_tokenizer
     from mdr_stack.resonance import diagnose_run
-    if run.recipe.kind == "agent":  # base and tuned agents run the test tasks with the tools (nbs/72_agents.ipynb)
-        from mdr_stack.agents import evaluate_agent_run
-        return evaluate_agent_run(run, progress)
     ev = run.recipe.evaluation
     records = read_jsonl(run.dir / "data" / f"{ev.split}.jsonl", limit=ev.limit).records
     if not records:
@@ -380,9 +403,14 @@ def evaluate_run(run: Run, progress: bool = True) -> dict:
     return results
 
 def showcase_run(run: Run) -> Path:
-    "Build the showcase bundle of a finished run."
-    from mdr_stack.showcase import build_bundle
-    return build_bundle(run.dir, run.recipe)
+    "Build the showcase bundle of a finished run and verify it: manifest hashes, card metadata, re-scored predictions."
+    from mdr_stack.showcase import build_bundle, verify_bundle
+    bundle = build_bundle(run.dir, run.recipe)
+    problems = verify_bundle(bundle)
+    if problems:
+        raise MdrError(f"the showcase bundle does not verify: {'; '.join(problems)}", where=str(bundle),
+                       hint="the files named changed after the run wrote them: restore them, or run the recipe again")
+    return bundle
 
 # %% ../nbs/50_pipeline.ipynb #c016
 def run_stage_inline(run: Run, stage: str, progress: bool = False):

@@ -57,7 +57,9 @@ _state = {"debug": False}
 
 @app.callback()
 def _main(debug: bool = typer.Option(False, "--debug", help="Show tracebacks for errors.")):
+    from mdr_stack.hardware import tune_malloc
     _state["debug"] = debug
+    tune_malloc()  # keep big freed buffers in the process: in-process evaluation and training reuse them
 
 # %% ../nbs/90_cli.ipynb #c007
 @recipes_app.command("list")

@@ -27,7 +27,7 @@ from .settings import MdrError, did_you_mean, progress_bar
 __all__ = ['DtypeSupport', 'AttentionImpl', 'HALF_PRECISION_FLAGS', 'VENDOR_EXTENSIONS', 'DTYPES', 'MEASURED_FIELDS',
            'DtypeTable', 'PeakTable', 'Measured', 'HardwareProfile', 'list_profiles', 'load_profile', 'save_profile',
            'cpu_flags', 'system_memory_gib', 'available_memory_gib', 'resolve_auto', 'cpu_model', 'detect_machine',
-           'matmul_tflops', 'copy_bandwidth_gbs', 'dtype_support', 'device_visible', 'calibrate']
+           'matmul_tflops', 'copy_bandwidth_gbs', 'dtype_support', 'device_visible', 'tune_malloc', 'calibrate']
 
 # %% ../nbs/02_hardware.ipynb #c006
 DtypeSupport = Literal["native", "emulated", "none", "auto"]
@@ -434,6 +434,17 @@ def _device_name(device) -> str:
     if device.type == "mps":
         return f"{cpu_model() or 'Apple silicon'} GPU (mps)"
     return _device_module(device.type).get_device_name(device.index or 0)
+
+# %% ../nbs/02_hardware.ipynb #c039n
+def tune_malloc() -> bool:
+    "Keep big freed buffers in this process (glibc's mmap and trim thresholds); False where the C library is not glibc."
+    import ctypes
+    import platform
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return False
+    libc = ctypes.CDLL("libc.so.6")
+    m_trim_threshold, m_mmap_threshold = -1, -3  # from glibc's malloc.h
+    return bool(libc.mallopt(m_mmap_threshold, 32 * 2**20)) and bool(libc.mallopt(m_trim_threshold, 2**30))
 
 # %% ../nbs/02_hardware.ipynb #c042
 DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}

@@ -135,9 +135,12 @@ def main(argv: list[str] | None = None):
     from mdr_stack.pipeline import load_rows, model_dir, open_run
     from mdr_stack.train import train
 
+    from mdr_stack.hardware import tune_malloc
+
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:
         raise SystemExit("usage: python -m mdr_stack.launch RUN_DIR")
+    tune_malloc()
     run = open_run(args[0])
     plan = run.plan
     result = train(load_model(model_dir(run), dtype=plan.weight_dtype), load_rows(run), run.recipe, plan,

@@ -29,8 +29,8 @@ __all__ = ['STAGES', 'STAGE_NOTEBOOKS', 'WARM_UP', 'StageFailed', 'read_json', '
            'package_versions', 'source_git', 'input_hashes', 'create_run', 'Run', 'open_run', 'prepare_model',
            'prepare_data', 'load_rows', 'plan_run', 'model_dir', 'train_adapter', 'torch_cuda_available',
            'measured_peak_gib', 'eval_precision', 'eval_device', 'load_eval_model', 'plot_per_category', 'evaluate_run',
-           'showcase_run', 'run_stage_inline', 'scratch_run', 'ensure_kernel', 'ipc_kernel_manager', 'WarmKernel',
-           'execute_stage', 'check_inputs_unchanged', 'execute_run']
+           'showcase_run', 'run_stage_inline', 'scratch_run', 'ensure_kernel', 'ipc_kernel_manager', 'warm_up_code',
+           'WarmKernel', 'execute_stage', 'check_inputs_unchanged', 'execute_run']
 
 # %% ../nbs/50_pipeline.ipynb #c005
 STAGES = ("prepare", "train", "evaluate", "showcase")
@@ -415,7 +415,9 @@ def showcase_run(run: Run) -> Path:
 # %% ../nbs/50_pipeline.ipynb #c016
 def run_stage_inline(run: Run, stage: str, progress: bool = False):
     "Run one stage in this process (no papermill): the same steps its notebook takes."
+    from mdr_stack.hardware import tune_malloc
     from mdr_stack.models import load_tokenizer
+    tune_malloc()  # as the stage kernels do in their warm-up
     if stage == "prepare":
         path = prepare_model(run)
         prepare_data(run, load_tokenizer(path))
@@ -464,7 +466,15 @@ def ipc_kernel_manager(sockets: Path):
             self.transport, self.ip = "ipc", str(Path(sockets) / "kernel")
     return IpcKernelManager
 
-WARM_UP = "import torch, transformers, peft, matplotlib.pyplot, mdr_stack.pipeline"  # what the stages import
+_STAGE_IMPORTS = {"prepare": "transformers", "train": "transformers, peft, accelerate",  # matplotlib.figure also loads
+                  "evaluate": "transformers, peft, matplotlib.figure", "showcase": "transformers, peft, matplotlib.figure"}  # fonts
+
+def warm_up_code(stage: str) -> str:
+    "What a stage's kernel runs silently before its notebook: the libraries the stage imports, and `tune_malloc`."
+    return (f"import torch, {_STAGE_IMPORTS.get(stage, 'transformers, peft')}, mdr_stack.pipeline; "
+            "from mdr_stack.hardware import tune_malloc; tune_malloc()")
+
+WARM_UP = warm_up_code("train")
 
 class WarmKernel:
     "A stage kernel started ahead of its stage, its heavy imports under way, so that the stage does not wait for them."
@@ -528,7 +538,7 @@ def execute_stage(
     began = time.time()
     os.environ["MDR_PROGRESS"] = "text"
     try:
-        warm = warm or WarmKernel(kernel, run.dir)
+        warm = warm or WarmKernel(kernel, run.dir, warm_up_code(stage))
         pm.execute_notebook(str(src), str(out), parameters={"run_dir": str(run.dir)}, kernel_name=kernel,
                             cwd=str(run.dir), progress_bar=False, stdout_file=log, stderr_file=log,
                             execution_timeout=timeout, start_timeout=180, km=warm.km)
@@ -581,7 +591,7 @@ def execute_run(run_dir: Path, stages=STAGES, resume: bool = False, echo=None, o
                 continue
             current, warm = warm, None
             if pending.index(stage) + 1 < len(pending):
-                warm = WarmKernel(kernel, run.dir)  # for the next stage
+                warm = WarmKernel(kernel, run.dir, warm_up_code(pending[pending.index(stage) + 1]))  # the next stage's
             if on_stage:
                 on_stage(stage, "start")
             execute_stage(run, stage, kernel, echo=echo, warm=current)

@@ -657,7 +657,8 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                    'mdr_stack.planner.predict_step_seconds': ('planner.html#predict_step_seconds', 'mdr_stack/planner.py'),
                                    'mdr_stack.planner.rows_per_epoch': ('planner.html#rows_per_epoch', 'mdr_stack/planner.py'),
                                    'mdr_stack.planner.save_plan': ('planner.html#save_plan', 'mdr_stack/planner.py'),
-                                   'mdr_stack.planner.time_constants': ('planner.html#time_constants', 'mdr_stack/planner.py')},
+                                   'mdr_stack.planner.time_constants': ('planner.html#time_constants', 'mdr_stack/planner.py'),
+                                   'mdr_stack.planner.total_steps': ('planner.html#total_steps', 'mdr_stack/planner.py')},
             'mdr_stack.pool': { 'mdr_stack.pool.PoolMemberSpec': ('pool.html#poolmemberspec', 'mdr_stack/pool.py'),
                                 'mdr_stack.pool.PoolMemberSpec._name_is_a_folder_name': ( 'pool.html#poolmemberspec._name_is_a_folder_name',
                                                                                           'mdr_stack/pool.py'),
@@ -1084,5 +1085,4 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                  'mdr_stack.train.micro_batches': ('train.html#micro_batches', 'mdr_stack/train.py'),
                                  'mdr_stack.train.save_checkpoint': ('train.html#save_checkpoint', 'mdr_stack/train.py'),
                                  'mdr_stack.train.step_batches': ('train.html#step_batches', 'mdr_stack/train.py'),
-                                 'mdr_stack.train.total_steps': ('train.html#total_steps', 'mdr_stack/train.py'),
                                  'mdr_stack.train.train': ('train.html#train', 'mdr_stack/train.py')}}}

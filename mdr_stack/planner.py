@@ -20,9 +20,9 @@ from .settings import MdrError, did_you_mean
 __all__ = ['KNOWN_CONFIGS', 'CPU_MEMORY', 'DEFAULT_TIME', 'CPU_TIME', 'COMPILE_PAYS_AFTER_S', 'SHARDING', 'Decision', 'Plan',
            'known_config', 'count_parameters', 'estimate_lora_params', 'MemoryConstants', 'predict_peak_memory',
            'memory_constants', 'flops_per_token', 'elementwise_bytes', 'TimeConstants', 'time_constants',
-           'predict_step_seconds', 'choose_precision', 'choose_attention', 'choose_compile', 'choose_processes',
-           'choose_weight_dtype', 'make_plan', 'model_config_for', 'rows_per_epoch', 'plan_recipe', 'save_plan',
-           'format_plan']
+           'predict_step_seconds', 'choose_precision', 'choose_attention', 'total_steps', 'choose_compile',
+           'choose_processes', 'choose_weight_dtype', 'make_plan', 'model_config_for', 'rows_per_epoch', 'plan_recipe',
+           'save_plan', 'format_plan']
 
 # %% ../nbs/03_planner.ipynb #c005
 @dataclass
@@ -276,6 +276,12 @@ def choose_attention(profile: HardwareProfile) -> tuple[str, str]:
     return "eager", "no fused attention is listed for this device"
 
 # %% ../nbs/03_planner.ipynb #c027
+def total_steps(recipe: Recipe, n_rows: int) -> int:
+    "Optimizer steps the recipe asks for on `n_rows` packed rows (the trainer runs exactly these)."
+    per_epoch = math.ceil(n_rows / recipe.training.batch_size)
+    steps = math.ceil(recipe.training.epochs * per_epoch)
+    return min(steps, recipe.training.max_steps) if recipe.training.max_steps else steps
+
 COMPILE_PAYS_AFTER_S = 600.0  # predicted eager training seconds from which `training.compile: auto` compiles
 
 def _compile_blocker(profile: HardwareProfile, checkpointing: bool, distributed: str) -> str | None:
@@ -479,12 +485,7 @@ def make_plan(
                                   + (" + element-wise and per-pass terms measured on CPU"
                                      if time_constants(profile).pass_overhead_s else "")
                                   if step_seconds else "the profile has no matmul ceiling"))
-    n_steps = None
-    if steps_per_epoch:
-        n_steps = math.ceil(train.epochs * steps_per_epoch)
-        n_steps = min(n_steps, train.max_steps) if train.max_steps else n_steps
-    elif train.max_steps:
-        n_steps = train.max_steps
+    n_steps = total_steps(recipe, rows_per_epoch) if rows_per_epoch else train.max_steps
     compiled, why = choose_compile(recipe, profile, checkpointing, distributed,
                                    step_seconds * n_steps if step_seconds and n_steps else None)
     decisions.append(Decision("compile", compiled, why))

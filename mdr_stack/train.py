@@ -15,14 +15,14 @@ from pathlib import Path
 import torch
 from .settings import progress_bar
 
-from .planner import Plan
+from .planner import Plan, total_steps  # total_steps: the planner counts steps the same way
 from .recipes import Recipe
 from .settings import MdrError
 from .templates_packing import PackedRow
 
 # %% auto #0
 __all__ = ['add_lora', 'decoder_layers', 'compile_layers', 'AnswerOnlyLoss', 'step_batches', 'micro_batches', 'collate',
-           'save_checkpoint', 'latest_checkpoint', 'load_checkpoint', 'TrainResult', 'total_steps', 'train']
+           'save_checkpoint', 'latest_checkpoint', 'load_checkpoint', 'TrainResult', 'train']
 
 # %% ../nbs/21_train.ipynb #c006
 def add_lora(model, recipe: Recipe):
@@ -153,13 +153,6 @@ class TrainResult:
     @property
     def tokens_per_second(self) -> float:
         return self.tokens / self.seconds if self.seconds else 0.0
-
-# %% ../nbs/21_train.ipynb #c016
-def total_steps(recipe: Recipe, n_rows: int) -> int:
-    "Optimizer steps the recipe asks for on `n_rows` packed rows."
-    per_epoch = math.ceil(n_rows / recipe.training.batch_size)
-    steps = math.ceil(recipe.training.epochs * per_epoch)
-    return min(steps, recipe.training.max_steps) if recipe.training.max_steps else steps
 
 # %% ../nbs/21_train.ipynb #c017
 def train(

@@ -21,10 +21,10 @@ from pathlib import Path
 from .settings import MdrError, progress_bar
 
 # %% auto #0
-__all__ = ['VARIANTS', 'LLAMA_LINEAR', 'PRECISION_DTYPES', 'PRESETS', 'peft_lora_config', 'training_rows', 'reference_train',
-           'measure_in_this_process', 'measure_run', 'native_precision', 'measure_peak_tflops', 'mfu', 'machine_info',
-           'bench_train', 'measure_pipeline_in_this_process', 'measure_pipeline', 'bench_pipeline', 'markdown_table',
-           'save_result', 'run_preset']
+__all__ = ['VARIANTS', 'LLAMA_LINEAR', 'OP_KINDS', 'PRECISION_DTYPES', 'PRESETS', 'peft_lora_config', 'training_rows',
+           'reference_train', 'op_kind', 'step_breakdown', 'measure_in_this_process', 'measure_run', 'native_precision',
+           'measure_peak_tflops', 'mfu', 'machine_info', 'bench_train', 'measure_pipeline_in_this_process',
+           'measure_pipeline', 'bench_pipeline', 'markdown_table', 'save_result', 'run_preset']
 
 # %% ../nbs/63_bench_train.ipynb #c006
 VARIANTS: dict[str, dict] = {
@@ -152,6 +152,34 @@ def _window(marks: list[tuple[float, int]], warmup: int) -> dict:
     return {"seconds": end_time - start_time, "tokens": end_tokens - start_tokens,
             "step_seconds": [round(b - a, 3) for a, b in zip(times, times[1:], strict=False)]}
 
+# %% ../nbs/63_bench_train.ipynb #c022c
+OP_KINDS: dict[str, tuple[str, ...]] = {  # by kind: operator names, or prefixes (ending in "::", "_" or ".", or starting "##")
+    "matmul": ("aten::mm", "aten::bmm", "aten::addmm", "aten::baddbmm", "aten::addbmm", "aten::mv", "aten::addmv",
+               "aten::dot", "mkldnn::"),
+    "attention": ("aten::_scaled_dot_product_flash_attention_for_cpu", "aten::_scaled_dot_product_flash_attention_for_cpu_backward",
+                  "aten::_scaled_dot_product_efficient_attention", "aten::_efficient_attention_backward",
+                  "aten::_scaled_dot_product_flash_attention", "aten::_flash_attention_backward"),
+    "compiled kernels": ("## Call CompiledFxGraph",),
+    "optimizer": ("Optimizer.", "aten::_foreach_", "aten::_fused_adamw_"),
+}
+
+def op_kind(name: str) -> str:
+    "The kind (a key of `OP_KINDS`, else 'other operators') of a profiler event named `name`."
+    for kind, names in OP_KINDS.items():
+        if any(name == n or (n.endswith(("::", "_", ".")) or n.startswith("##")) and name.startswith(n) for n in names):
+            return kind
+    return "other operators"
+
+def step_breakdown(averages, steps: int, window_seconds: float) -> dict:
+    "Seconds per step by kind of operator (self CPU time of `torch.profiler`'s `key_averages()` over `steps` steps)."
+    seconds: dict[str, float] = {kind: 0.0 for kind in [*OP_KINDS, "other operators"]}
+    for event in averages:
+        seconds[op_kind(event.key)] += event.self_cpu_time_total / 1e6 / steps
+    step = window_seconds / steps
+    seconds["not in operators"] = max(step - sum(seconds.values()), 0.0)
+    return {"step_seconds": round(step, 4), "seconds": {k: round(v, 4) for k, v in seconds.items()},
+            "share": {k: round(v / step, 4) for k, v in seconds.items()}}
+
 # %% ../nbs/63_bench_train.ipynb #c023
 def _train_mdr(case: dict, recipe, path: Path, tokenizer, work: Path) -> dict:
     "mdr-stack's trainer on the case; the timed window from its metrics.jsonl."
@@ -171,16 +199,27 @@ def _train_mdr(case: dict, recipe, path: Path, tokenizer, work: Path) -> dict:
                                num_processes=1)
     model = load_model(path, dtype=weights)
     params = sum(p.numel() for p in model.parameters())
-    result = train(model, rows, recipe, plan, work / "train", resume=False, progress=False)
+    profiler, recorded = None, []
+    if case.get("breakdown"):  # the timed steps under torch.profiler, the warm-up steps (and compiling) not recorded
+        from torch.profiler import ProfilerActivity, profile, schedule
+        profiler = profile(activities=[ProfilerActivity.CPU], on_trace_ready=lambda p: recorded.append(p.key_averages()),
+                           schedule=schedule(wait=0, warmup=case["warmup"], active=case["steps"], repeat=1))
+        profiler.start()
+    result = train(model, rows, recipe, plan, work / "train", resume=False, progress=False,
+                   on_step=profiler and (lambda step: profiler.step()))
+    if profiler:
+        profiler.stop()
     logged = [json.loads(line) for line in (work / "train" / "metrics.jsonl").read_text().splitlines()]
     per_epoch, marks, seen = -(-len(rows) // cfg.batch_size), [], 0
     for record in logged:
         step = record["step"] - 1
         seen += sum(rows[i].n_tokens for i in step_batches(len(rows), cfg.batch_size, cfg.seed, step // per_epoch)[step % per_epoch])
         marks.append((record["seconds"], seen))
-    return {**_window(marks, case["warmup"]), "losses": [r["loss"] for r in logged], "final_loss": result.final_loss,
+    window = _window(marks, case["warmup"])
+    extra = {"breakdown": step_breakdown(recorded[0], case["steps"], window["seconds"])} if profiler else {}
+    return {**window, "losses": [r["loss"] for r in logged], "final_loss": result.final_loss,
             "model_params": params, "rows": len(rows), "weight_dtype": weights, "compiled": plan.compile,
-            "first_step_seconds": logged[0]["seconds"]}
+            "first_step_seconds": logged[0]["seconds"], **extra}
 
 def _train_loop(case: dict, recipe, path: Path, tokenizer, work: Path) -> dict:
     "The plain reference loop with the case's lever settings."
@@ -327,6 +366,7 @@ def bench_train(
     warmup: int = 1,  # untimed steps at the start of each run
     model: str | None = None,  # a model source instead of the recipe's (e.g. tiny:llama for tests)
     peak_tflops: float | None = None,  # the matmul peak for MFU; None: measured here before and after the runs
+    breakdown: bool = False,  # one more run of mdr under torch.profiler: where its step's time goes, and the matmul bound
     progress: bool = True,
 ) -> dict:
     "Train the recipe for a fixed number of steps with each variant in fresh processes; medians, MFU and mdr/TRL."
@@ -349,11 +389,12 @@ def bench_train(
         precision = native_precision()
     peaks = {"before": round(measure_peak_tflops(precision), 4)} if peak_tflops is None else {"given": peak_tflops}
     runs = []
-    order = _schedule(list(variants), repeats)
+    order = _schedule(list(variants), repeats) + (["mdr (profiled)"] if breakdown else [])
     for name in progress_bar(order, desc="bench train", unit="run", disable=not progress):
-        case = {**VARIANTS[name], "variant": name, "recipe": recipe, "overrides": overrides, "steps": steps,
-                "warmup": warmup, "precision": precision}
+        case = {**VARIANTS[name.split()[0]], "variant": name, "recipe": recipe, "overrides": overrides, "steps": steps,
+                "warmup": warmup, "precision": precision, "breakdown": name.endswith("(profiled)")}
         runs.append({"variant": name, **measure_run(case)})
+    profiled = runs.pop() if breakdown else None
     if peak_tflops is None:
         peaks["after"] = round(measure_peak_tflops(precision), 4)
     peak = max(peaks.values())
@@ -376,6 +417,13 @@ def bench_train(
                 for name, s in summary.items() if mine in summary and name.startswith("trl")}
     ratios = over("mdr")
     method = resolved.method
+    where = {}
+    if profiled:  # the step's matmuls alone, at the measured rate: no step of this model can be faster here
+        per_step = profiled["tokens"] / steps
+        bound = per_step / profiled["breakdown"]["seconds"]["matmul"]
+        where = {"breakdown": {**profiled["breakdown"], "variant": "mdr", "tokens_per_step": round(per_step),
+                               "matmul_bound_tokens_per_second": round(bound, 1),
+                               "matmul_bound_mfu": round(mfu(bound, profiled["model_params"], peak), 4)}}
     return {"benchmark": "train", "recipe": recipe, "model": resolved.model.source,
             "config": {"lora_rank": method.lora_rank, "lora_alpha": method.lora_alpha,
                        "target_modules": method.target_modules, "layers": method.layers,
@@ -384,7 +432,7 @@ def bench_train(
                        "learning_rate": resolved.training.learning_rate, "flops_per_token": "4·N (LoRA)"},
             "peak_tflops": {**peaks, "used": peak}, "summary": summary, "ratio_mdr_over_trl": ratios.get("trl"),
             "ratios_mdr_over": ratios, "ratios_mdr_eager_over": over("mdr-eager"),
-            "runs": runs, "machine": machine_info(), "versions": _versions(),
+            **where, "runs": runs, "machine": machine_info(), "versions": _versions(),
             "date": dt.datetime.now().astimezone().isoformat(timespec="seconds")}
 
 # %% ../nbs/63_bench_train.ipynb #c037
@@ -474,6 +522,13 @@ def _train_table(result: dict) -> str:
         for name, ratio in theirs.items():
             if ratio:
                 lines.append(f"\n{mine} / {name}: **{ratio:.2f}×** real tokens per second")
+    if "breakdown" in result:
+        b = result["breakdown"]
+        lines += [f"\nWhere a step of mdr goes (one more run under torch.profiler, {b['step_seconds']:.2f} s a step there; "
+                  "operators' own time):\n", "| kind | s/step | share |", "|---|---|---|"]
+        lines += [f"| {kind} | {seconds:.3f} | {100 * b['share'][kind]:.1f}% |" for kind, seconds in b["seconds"].items()]
+        lines.append(f"\nThe matmuls alone, at the rate they ran: {b['matmul_bound_tokens_per_second']:.0f} real tokens/s, "
+                     f"**{100 * b['matmul_bound_mfu']:.1f}% MFU**: the most any step of this model can reach here")
     return "\n".join(lines)
 
 def _pipeline_table(result: dict) -> str:
@@ -518,7 +573,8 @@ def save_result(
 
 # %% ../nbs/63_bench_train.ipynb #c048
 PRESETS: dict[str, tuple[str, dict]] = {
-    "train": ("bench_train", {"steps": 8, "repeats": 3, "variants": ("mdr", "mdr-eager", "trl", "trl-defaults")}),
+    "train": ("bench_train", {"steps": 8, "repeats": 3, "variants": ("mdr", "mdr-eager", "trl", "trl-defaults"),
+                              "breakdown": True}),
     "train_levers": ("bench_train", {"steps": 6, "repeats": 2, "variants": (
         "loop", "loop-full-logits", "loop-fused-adamw", "mdr-eager", "mdr-unpacked", "mdr-fp32-weights",
         "trl-bf16-weights")}),

@@ -247,13 +247,15 @@ def bench_train_cmd(
                                  help="Comma-separated: mdr (compiled layers), mdr-eager, mdr-unpacked, mdr-fp32-weights, trl, "
                                  "trl-unpacked, trl-defaults, trl-bf16-weights, loop, loop-full-logits, loop-fused-adamw, loop-compile."),
     recipe: str = typer.Option("power_equipment/dga_iec60599", "--recipe", help="Recipe whose data and model train."),
+    breakdown: bool = typer.Option(True, "--breakdown/--no-breakdown",
+                                   help="One more mdr run under torch.profiler: where a step's time goes, and the matmul bound."),
     out: Optional[Path] = typer.Option(None, "--out", help="Folder for train.json and train.md (e.g. benchmarks)."),
     as_json: bool = typer.Option(False, "--json"),
 ):
     "mdr-stack's trainer against TRL's SFTTrainer, same model, data, LoRA and batch: real tokens/s, peak memory, MFU."
     from mdr_stack.bench_train import bench_train, markdown_table, save_result
     result = bench_train(steps=steps, repeats=repeats, recipe=recipe, variants=tuple(variants.split(",")),
-                         progress=not as_json)
+                         breakdown=breakdown, progress=not as_json)
     _print_bench_result(result, as_json, out, "train", markdown_table, save_result)
 
 @bench_app.command("pipeline")

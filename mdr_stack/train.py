@@ -164,6 +164,7 @@ def train(
     resume: bool = True,  # continue from the newest checkpoint in out_dir, if any
     progress: bool = True,  # show a progress bar
     stop_after: int | None = None,  # stop (as if killed) after this many steps: for tests of resuming
+    on_step=None,  # called with the step number after each optimizer step (e.g. a profiler's `step`)
 ) -> TrainResult:
     "Fine-tune `model` on `rows` as `recipe` and `plan` say; writes metrics, checkpoints and the final adapter."
     from accelerate import Accelerator
@@ -239,6 +240,8 @@ def train(
                                 {"step": step + 1, "loss": loss_value, "epoch": epoch})
         accelerator.wait_for_everyone()
         done = step + 1
+        if on_step:
+            on_step(done)
         if stop_after and step + 1 >= stop_after:
             break
     bar.close()

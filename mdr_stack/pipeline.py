@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .hardware import HardwareProfile, load_profile
+from .kernels import KernelServer, fork_supported, forking
 from .models import sha256_file
 from .planner import Plan
 from .recipes import Recipe, load_recipe, shipped_dir
@@ -30,7 +31,8 @@ __all__ = ['STAGES', 'STAGE_NOTEBOOKS', 'WARM_UP', 'StageFailed', 'read_json', '
            'prepare_data', 'load_rows', 'plan_run', 'model_dir', 'train_adapter', 'torch_cuda_available',
            'measured_peak_gib', 'eval_precision', 'eval_device', 'load_eval_model', 'plot_per_category', 'evaluate_run',
            'showcase_run', 'run_stage_inline', 'scratch_run', 'ensure_kernel', 'ipc_kernel_manager', 'warm_up_code',
-           'WarmKernel', 'execute_stage', 'check_inputs_unchanged', 'execute_run']
+           'server_warm_up', 'start_kernel_server', 'WarmKernel', 'execute_stage', 'check_inputs_unchanged',
+           'execute_run']
 
 # %% ../nbs/50_pipeline.ipynb #c005
 STAGES = ("prepare", "train", "evaluate", "showcase")
@@ -456,15 +458,15 @@ def ensure_kernel(name: str) -> str:
     return name
 
 # %% ../nbs/50_pipeline.ipynb #c022
-def ipc_kernel_manager(sockets: Path):
-    "A kernel manager class whose kernels use IPC transport, with their socket files in folder `sockets`."
+def ipc_kernel_manager(sockets: Path, server: KernelServer | None = None):
+    "A kernel manager class whose kernels use IPC transport, with their socket files in folder `sockets`; forked by `server`."
     from jupyter_client.manager import AsyncKernelManager
 
     class IpcKernelManager(AsyncKernelManager):
         def __init__(self, **kwargs):
             super().__init__(**kwargs)
             self.transport, self.ip = "ipc", str(Path(sockets) / "kernel")
-    return IpcKernelManager
+    return forking(IpcKernelManager, server) if server else IpcKernelManager
 
 _STAGE_IMPORTS = {"prepare": "transformers", "train": "transformers, peft, accelerate",  # matplotlib.figure also loads
                   "evaluate": "transformers, peft, matplotlib.figure", "showcase": "transformers, peft, matplotlib.figure"}  # fonts
@@ -476,6 +478,21 @@ def warm_up_code(stage: str) -> str:
 
 WARM_UP = warm_up_code("train")
 
+def server_warm_up() -> str:
+    "What the kernel server imports once for all stages: every stage's libraries, and `tune_malloc` (kernels inherit it)."
+    names = sorted({name.strip() for names in _STAGE_IMPORTS.values() for name in names.split(",")})
+    return f"import torch, {', '.join(names)}, mdr_stack.pipeline; from mdr_stack.hardware import tune_malloc; tune_malloc()"
+
+def start_kernel_server() -> KernelServer | None:
+    "A kernel server for a run's stage kernels (`54_kernels`); None where kernels cannot be forked or the server fails."
+    if not fork_supported():
+        return None
+    try:
+        return KernelServer(server_warm_up())
+    except MdrError as err:
+        print(f"mdr: stage kernels start the usual way: {err}", file=sys.stderr)
+        return None
+
 class WarmKernel:
     "A stage kernel started ahead of its stage, its heavy imports under way, so that the stage does not wait for them."
     def __init__(
@@ -483,11 +500,12 @@ class WarmKernel:
         kernel: str,  # the kernelspec name
         cwd: Path,  # the run directory (papermill starts stage kernels there)
         warm_up: str = WARM_UP,  # run silently (no output, no execution count) before the notebook's first cell
+        server: KernelServer | None = None,  # fork the kernel from this kernel server; None: start a new Python
     ):
         from jupyter_client import BlockingKernelClient
         from jupyter_core.utils import run_sync
         self._sockets = tempfile.TemporaryDirectory(prefix="mdr-kernel-")
-        self.km = ipc_kernel_manager(self._sockets.name)(kernel_name=kernel)
+        self.km = ipc_kernel_manager(self._sockets.name, server)(kernel_name=kernel)
         run_sync(self.km.start_kernel)(cwd=str(cwd))
         self._client = BlockingKernelClient()
         self._client.load_connection_info(self.km.get_connection_info())
@@ -582,7 +600,7 @@ def execute_run(run_dir: Path, stages=STAGES, resume: bool = False, echo=None, o
     kernel = ensure_kernel(run.settings.kernel_name)
     os.environ["MDR_PROGRESS"] = "text"  # before any kernel starts: kernels inherit the environment
     pending = [s for s in stages if not (resume and run.info["stages"].get(s, {}).get("status") == "done")]
-    warm = None
+    warm, server = None, start_kernel_server() if pending else None
     try:
         for stage in stages:
             if stage not in pending:
@@ -590,8 +608,10 @@ def execute_run(run_dir: Path, stages=STAGES, resume: bool = False, echo=None, o
                     on_stage(stage, "skipped")
                 continue
             current, warm = warm, None
-            if pending.index(stage) + 1 < len(pending):
-                warm = WarmKernel(kernel, run.dir, warm_up_code(pending[pending.index(stage) + 1]))  # the next stage's
+            if current is None and server:
+                current = WarmKernel(kernel, run.dir, warm_up_code(stage), server)
+            if pending.index(stage) + 1 < len(pending):  # the next stage's
+                warm = WarmKernel(kernel, run.dir, warm_up_code(pending[pending.index(stage) + 1]), server)
             if on_stage:
                 on_stage(stage, "start")
             execute_stage(run, stage, kernel, echo=echo, warm=current)
@@ -600,5 +620,7 @@ def execute_run(run_dir: Path, stages=STAGES, resume: bool = False, echo=None, o
     finally:
         if warm:
             warm.close()
+        if server:
+            server.close()
     return run
 

@@ -469,7 +469,7 @@ def ipc_kernel_manager(sockets: Path, server: KernelServer | None = None):
     return forking(IpcKernelManager, server) if server else IpcKernelManager
 
 _STAGE_IMPORTS = {"prepare": "transformers", "train": "transformers, peft, accelerate",  # matplotlib.figure also loads
-                  "evaluate": "transformers, peft, matplotlib.figure", "showcase": "transformers, peft, matplotlib.figure"}  # fonts
+                  "evaluate": "transformers, peft, matplotlib.figure", "showcase": "transformers, peft, matplotlib.figure, nbconvert"}  # fonts
 
 def warm_up_code(stage: str) -> str:
     "What a stage's kernel runs silently before its notebook: the libraries the stage imports, and `tune_malloc`."

@@ -11,8 +11,6 @@ import html
 import io
 import json
 import shutil
-import subprocess
-import sys
 import tarfile
 from collections import Counter
 from pathlib import Path, PurePosixPath
@@ -368,13 +366,17 @@ def report_html(title: str, results: dict, samples: list[dict], train_metrics: l
 
 # %% ../nbs/40_showcase.ipynb #c024
 def render_notebook_html(notebook: Path, out_file: Path) -> Path:
-    "Render an executed notebook to HTML without its code cells (nbconvert `--no-input`)."
-    done = subprocess.run([sys.executable, "-m", "nbconvert", "--to", "html", "--no-input", "--output",
-                           out_file.stem, "--output-dir", str(out_file.parent), str(notebook)],
-                          capture_output=True, text=True, timeout=300)
-    if done.returncode:
-        raise MdrError(f"nbconvert could not render {notebook.name}: {done.stderr.strip()[-500:]}", where=str(notebook),
-                       hint="open the notebook in Jupyter to see whether it is a valid executed notebook")
+    "Render an executed notebook to HTML without its code cells (what nbconvert's `--no-input` does), in this process."
+    from nbconvert import HTMLExporter
+    exporter = HTMLExporter(exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True)
+    try:
+        body, _ = exporter.from_filename(str(notebook))
+    except Exception as err:  # nbformat's validation errors, a file that is not JSON, a template error
+        raise MdrError(f"nbconvert could not render {notebook.name}: {type(err).__name__}: {str(err)[-500:]}",
+                       where=str(notebook),
+                       hint="open the notebook in Jupyter to see whether it is a valid executed notebook") from None
+    out_file.parent.mkdir(parents=True, exist_ok=True)
+    out_file.write_text(body, encoding="utf-8")
     return out_file
 
 # %% ../nbs/40_showcase.ipynb #c026

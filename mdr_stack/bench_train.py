@@ -187,14 +187,16 @@ def _train_mdr(case: dict, recipe, path: Path, tokenizer, work: Path) -> dict:
 
     from mdr_stack.hardware import load_profile
     from mdr_stack.models import load_model
-    from mdr_stack.planner import choose_weight_dtype, make_plan
+    from mdr_stack.planner import choose_weight_dtype, compiled_attention, make_plan
     from mdr_stack.train import step_batches, train
     cfg = recipe.training
     rows = training_rows(recipe, tokenizer)
     profile = load_profile(case.get("profile", "cpu-x86"))
     weights = case.get("weights") or choose_weight_dtype(case["precision"], profile)[0]  # as the planner loads them
-    plan = dataclasses.replace(make_plan(recipe, profile), precision=case["precision"], weight_dtype=weights,
-                               compile=recipe.training.compile is True,
+    plan = make_plan(recipe, profile)
+    compiled = recipe.training.compile is True
+    plan = dataclasses.replace(plan, precision=case["precision"], weight_dtype=weights, compile=compiled,
+                               attention=compiled_attention(plan.attention, compiled, plan.device_type)[0],
                                micro_batch_size=cfg.batch_size, grad_accum=1, activation_checkpointing=False,
                                num_processes=1)
     model = load_model(path, dtype=weights)
@@ -219,6 +221,7 @@ def _train_mdr(case: dict, recipe, path: Path, tokenizer, work: Path) -> dict:
     extra = {"breakdown": step_breakdown(recorded[0], case["steps"], window["seconds"])} if profiler else {}
     return {**window, "losses": [r["loss"] for r in logged], "final_loss": result.final_loss,
             "model_params": params, "rows": len(rows), "weight_dtype": weights, "compiled": plan.compile,
+            "attention": plan.attention,
             "first_step_seconds": logged[0]["seconds"], **extra}
 
 def _train_loop(case: dict, recipe, path: Path, tokenizer, work: Path) -> dict:

@@ -20,9 +20,9 @@ from .settings import MdrError, did_you_mean
 __all__ = ['KNOWN_CONFIGS', 'CPU_MEMORY', 'DEFAULT_TIME', 'CPU_TIME', 'COMPILE_PAYS_AFTER_S', 'SHARDING', 'Decision', 'Plan',
            'known_config', 'count_parameters', 'estimate_lora_params', 'MemoryConstants', 'predict_peak_memory',
            'memory_constants', 'flops_per_token', 'elementwise_bytes', 'TimeConstants', 'time_constants',
-           'predict_step_seconds', 'choose_precision', 'choose_attention', 'total_steps', 'choose_compile',
-           'choose_processes', 'choose_weight_dtype', 'make_plan', 'model_config_for', 'rows_per_epoch', 'plan_recipe',
-           'save_plan', 'format_plan']
+           'predict_step_seconds', 'choose_precision', 'choose_attention', 'total_steps', 'compiled_attention',
+           'attention_scores_gib', 'choose_compile', 'choose_processes', 'choose_weight_dtype', 'make_plan',
+           'model_config_for', 'rows_per_epoch', 'plan_recipe', 'save_plan', 'format_plan']
 
 # %% ../nbs/03_planner.ipynb #c005
 @dataclass
@@ -297,6 +297,18 @@ def _compile_blocker(profile: HardwareProfile, checkpointing: bool, distributed:
         return None if importlib.util.find_spec("triton") else "triton is not installed: torch.compile has no GPU code generator"
     return f"torch.compile on {profile.device_type} is not tried here"
 
+def compiled_attention(attention: str, compiled: bool, device_type: str) -> tuple[str, str | None]:
+    "The attn_implementation once the compile decision is made, and why it changed (None: unchanged)."
+    if compiled and device_type == "cpu" and attention == "sdpa":
+        return "eager", ("compiled into each decoder layer with a fixed row width, the explicit attention (matmul, "
+                         "masked softmax, matmul) is about a fifth faster a step than the CPU flash kernel (63_bench_train)")
+    return attention, None
+
+def attention_scores_gib(config: dict, micro_batch: int, seq_len: int, precision: str) -> float:
+    "Memory the explicit (eager) attention keeps for the backward: one probability matrix per head and layer."
+    h, layers, vocab, heads, kv, inter = _shape(config)
+    return layers * micro_batch * heads * seq_len**2 * (2 if precision in ("bf16", "fp16") else 4) / 2**30
+
 def choose_compile(
     recipe: Recipe, profile: HardwareProfile, checkpointing: bool, distributed: str,
     train_seconds: float | None,  # predicted training time without compiling; None when unknown
@@ -489,6 +501,16 @@ def make_plan(
     compiled, why = choose_compile(recipe, profile, checkpointing, distributed,
                                    step_seconds * n_steps if step_seconds and n_steps else None)
     decisions.append(Decision("compile", compiled, why))
+    explicit, why = compiled_attention(attention, compiled, profile.device_type)
+    if why and model_config and memory:
+        extra = attention_scores_gib(model_config, micro, train.max_seq_len, precision)
+        if usable and memory["total"] + extra * CPU_MEMORY.margin > usable:
+            explicit, why = attention, None  # the probabilities would not fit: keep the flash kernel
+        else:
+            memory = {**memory, "attention_scores": round(extra, 3), "total": round(memory["total"] + extra * CPU_MEMORY.margin, 2)}
+    if why:  # the attention decision changes where it was made
+        attention = explicit
+        decisions[[d.what for d in decisions].index("attention")] = Decision("attention", attention, why)
     return Plan(recipe.name, profile.name, profile.device_type, precision, micro, accum, world, profile.nodes,
                 checkpointing, launcher, memory.get("total"), trainable_params or None, decisions,
                 attention=attention, method=method, distributed=distributed, weight_dtype=weight_dtype, compile=compiled,

@@ -60,14 +60,14 @@ def decoder_layers(model) -> torch.nn.ModuleList:
                        hint="set training.compile: false for this model")
     return found
 
-def compile_layers(model) -> int:
-    "torch.compile every decoder layer of `model` in place (dynamic shapes); returns how many."
+def compile_layers(model, dynamic: bool = True) -> int:
+    "torch.compile every decoder layer of `model` in place (`dynamic`: for any sequence length); returns how many."
     import torch._dynamo
 
     torch._dynamo.config.suppress_errors = True  # a layer that fails to compile runs uncompiled
     layers = decoder_layers(model)
     for layer in layers:
-        layer.compile(dynamic=True)
+        layer.compile(dynamic=dynamic)
     return len(layers)
 
 # %% ../nbs/21_train.ipynb #c008
@@ -97,10 +97,14 @@ def micro_batches(step_rows: list[int], rank: int, world: int, micro: int) -> li
     mine = step_rows[rank::world]
     return [mine[i:i + micro] for i in range(0, len(mine), micro)]
 
-def collate(rows: list[PackedRow], index: list[int]) -> dict[str, torch.Tensor]:
+def collate(
+    rows: list[PackedRow], index: list[int],
+    cut: bool = True,  # False: keep the rows' full width (one shape for every micro-batch, as static compiling wants)
+) -> dict[str, torch.Tensor]:
     "Tensors for one micro-batch of packed rows, cut after the last real token of its fullest row."
     pick = [rows[i] for i in index]
-    width = max(r.n_tokens for r in pick)  # fill sits at the end of a row: the columns after `width` are fill only
+    # fill sits at the end of a row: the columns after `width` are fill only
+    width = max(r.n_tokens for r in pick) if cut else max(len(r.input_ids) for r in pick)
     return {"input_ids": torch.tensor([r.input_ids[:width] for r in pick]),
             "labels": torch.tensor([r.labels[:width] for r in pick]),
             "position_ids": torch.tensor([r.position_ids[:width] for r in pick])}
@@ -177,9 +181,12 @@ def train(
     AcceleratorState._reset_state()  # a kernel may train twice with different precisions; keeps the process group
     accelerator = Accelerator(mixed_precision=mixed, cpu=plan.device_type == "cpu")
     torch.manual_seed(cfg.seed)
+    if plan.attention != model.config._attn_implementation:
+        model.set_attn_implementation(plan.attention)
     model = add_lora(model, recipe)
+    static = plan.compile and plan.device_type == "cpu"  # rows at full width: one shape, compiled once, fused best
     if plan.compile:
-        compile_layers(model)
+        compile_layers(model, dynamic=not static)
     if plan.activation_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
@@ -214,7 +221,7 @@ def train(
         chunks = micro_batches(step_rows, rank, world, plan.micro_batch_size)
         step_loss = torch.zeros(())
         for k, chunk in enumerate(chunks):
-            batch = collate(rows, chunk)
+            batch = collate(rows, chunk, cut=not static)
             sync = accelerator.no_sync(model) if k < len(chunks) - 1 else _null_context()
             with sync, accelerator.autocast():
                 # DDP averages gradients over processes; scaling by `world` keeps the sum over all label tokens

@@ -218,7 +218,8 @@ def _train_mdr(case: dict, recipe, path: Path, tokenizer, work: Path) -> dict:
         seen += sum(rows[i].n_tokens for i in step_batches(len(rows), cfg.batch_size, cfg.seed, step // per_epoch)[step % per_epoch])
         marks.append((record["seconds"], seen))
     window = _window(marks, case["warmup"])
-    extra = {"breakdown": step_breakdown(recorded[0], case["steps"], window["seconds"])} if profiler else {}
+    extra = {"breakdown": {**step_breakdown(recorded[0], case["steps"], window["seconds"]), "attention": plan.attention}
+             } if profiler else {}
     return {**window, "losses": [r["loss"] for r in logged], "final_loss": result.final_loss,
             "model_params": params, "rows": len(rows), "weight_dtype": weights, "compiled": plan.compile,
             "attention": plan.attention,
@@ -533,8 +534,10 @@ def _train_table(result: dict) -> str:
         lines += [f"\nWhere a step of mdr goes (one more run under torch.profiler, {b['step_seconds']:.2f} s a step there; "
                   "operators' own time):\n", "| kind | s/step | share |", "|---|---|---|"]
         lines += [f"| {kind} | {seconds:.3f} | {100 * b['share'][kind]:.1f}% |" for kind, seconds in b["seconds"].items()]
-        lines.append(f"\nThe matmuls alone, at the rate they ran: {b['matmul_bound_tokens_per_second']:.0f} real tokens/s, "
-                     f"**{100 * b['matmul_bound_mfu']:.1f}% MFU**: the most any step of this model can reach here")
+        theirs = " and the attention's own" if b.get("attention") == "eager" else ""  # explicit attention: bmm
+        lines.append(f"\nThe matmuls alone (the projections{theirs}), at the rate they ran: "
+                     f"{b['matmul_bound_tokens_per_second']:.0f} real tokens/s, **{100 * b['matmul_bound_mfu']:.1f}% MFU**: "
+                     f"the most a step of this trainer can reach here (attention: {b.get('attention', 'sdpa')})")
     return "\n".join(lines)
 
 def _pipeline_table(result: dict) -> str:

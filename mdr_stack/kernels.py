@@ -5,6 +5,7 @@
 # %% ../nbs/54_kernels.ipynb #c003
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
@@ -61,6 +62,7 @@ def _run_kernel(request: dict):
             signal.signal(sig, signal.SIG_DFL if sig != signal.SIGINT else signal.default_int_handler)
         devnull = os.open(os.devnull, os.O_RDONLY)
         os.dup2(devnull, 0)
+        os.close(devnull)
         os.chdir(request["cwd"])
         os.environ.clear()
         os.environ.update(request["env"])
@@ -92,10 +94,7 @@ def serve(address: str, warm_up: str):
     import ipykernel.kernelapp  # noqa: F401  (the kernel itself, loaded once)
     signal.signal(signal.SIGCHLD, _reap)
     while True:
-        try:
-            conn, _ = server.accept()
-        except InterruptedError:
-            continue
+        conn, _ = server.accept()  # a SIGCHLD during the wait is retried by Python (PEP 475)
         with conn:
             request = json.loads(_read_line(conn) or b"null")
             if request is None:
@@ -157,12 +156,6 @@ class KernelServer:
                 self.process.wait()
         self._folder.cleanup()
 
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
 # %% ../nbs/54_kernels.ipynb #c009
 def _running(pid: int) -> bool:
     "Whether process `pid` exists and is not a zombie (an exited process its parent has not collected yet)."
@@ -203,6 +196,7 @@ class ForkedProcess:
     def terminate(self):
         self.send_signal(signal.SIGTERM)
 
+@functools.cache
 def forked_provisioner_class():
     "jupyter_client's LocalProvisioner, launching the kernel by asking a `KernelServer` (its `server` attribute) to fork it."
     from jupyter_client.provisioning import LocalProvisioner

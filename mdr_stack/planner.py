@@ -504,10 +504,11 @@ def make_plan(
     explicit, why = compiled_attention(attention, compiled, profile.device_type)
     if why and model_config and memory:
         extra = attention_scores_gib(model_config, micro, train.max_seq_len, precision)
-        if usable and memory["total"] + extra * CPU_MEMORY.margin > usable:
+        total = memory["total"] + extra * memory_constants(profile).margin
+        if usable and total > usable:
             explicit, why = attention, None  # the probabilities would not fit: keep the flash kernel
         else:
-            memory = {**memory, "attention_scores": round(extra, 3), "total": round(memory["total"] + extra * CPU_MEMORY.margin, 2)}
+            memory = {**memory, "attention_scores": round(extra, 3), "total": round(total, 2)}
     if why:  # the attention decision changes where it was made
         attention = explicit
         decisions[[d.what for d in decisions].index("attention")] = Decision("attention", attention, why)

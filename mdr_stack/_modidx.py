@@ -102,6 +102,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                          'mdr_stack.bench_planner.time_features': ( 'bench_planner.html#time_features',
                                                                                     'mdr_stack/bench_planner.py')},
             'mdr_stack.bench_train': { 'mdr_stack.bench_train._case_recipe': ('bench_train.html#_case_recipe', 'mdr_stack/bench_train.py'),
+                                       'mdr_stack.bench_train._eval_table': ('bench_train.html#_eval_table', 'mdr_stack/bench_train.py'),
                                        'mdr_stack.bench_train._peak_rss_gib': ( 'bench_train.html#_peak_rss_gib',
                                                                                 'mdr_stack/bench_train.py'),
                                        'mdr_stack.bench_train._pipeline_table': ( 'bench_train.html#_pipeline_table',

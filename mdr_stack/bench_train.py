@@ -548,11 +548,25 @@ def _pipeline_table(result: dict) -> str:
         lines.append(f"| {name} | {s['papermill_seconds']:.1f} | {s['inline_seconds']:.1f} | {s['overhead_seconds']:+.1f} | {pct} |")
     return "\n".join(lines)
 
+def _eval_table(result: dict) -> str:
+    lines = [f"Greedy generation of up to {result['max_new_tokens']} tokens for {result['n_prompts']} prompts, "
+             f"{result['precision']}, medians of {result['repeats']} timings (the recipe evaluates at batch size "
+             f"{result['evaluation_batch_size']}):", "",
+             "| batch size | generated tokens/s | prompts/s | s | speed-up over 1 | answers unlike batch size 1 |",
+             "|---|---|---|---|---|---|"]
+    for m in result["modes"]:
+        speedup = f"{m['speedup']:.2f}×" if "speedup" in m else "–"
+        same = f"{m['answers_unlike_single']} of {result['n_prompts']}" if "answers_unlike_single" in m else "–"
+        lines.append(f"| {m['batch_size']} | {m['tokens_per_second']:.1f} | {m['prompts_per_second']:.2f} | "
+                     f"{m['seconds']:.2f} | {speedup} | {same} |")
+    return "\n".join(lines)
+
 def markdown_table(result: dict) -> str:
-    "A Markdown table of a `bench_train` or `bench_pipeline` result."
-    tables = {"train": _train_table, "pipeline": _pipeline_table}
+    "A Markdown table of a `bench_train`, `bench_pipeline` or `evaluate.bench_generation` result."
+    tables = {"train": _train_table, "pipeline": _pipeline_table, "eval": _eval_table}
     if result.get("benchmark") not in tables:
-        raise MdrError(f"not a result of bench_train or bench_pipeline: benchmark={result.get('benchmark')!r}")
+        raise MdrError(f"not a result of bench_train, bench_pipeline or bench_generation: "
+                       f"benchmark={result.get('benchmark')!r}")
     return tables[result["benchmark"]](result)
 
 # %% ../nbs/63_bench_train.ipynb #c044
@@ -589,6 +603,8 @@ PRESETS: dict[str, tuple[str, dict]] = {
         "trl-bf16-weights")}),
     "train_compile": ("bench_train", {"steps": 4, "warmup": 2, "repeats": 1, "variants": ("loop", "loop-compile")}),
     "pipeline": ("bench_pipeline", {"repeats": 2}),  # the default recipe as `mdr demo` runs it
+    "eval": ("bench_generation", {"recipe_or_run": "power_equipment/dga_iec60599", "n_prompts": 50,
+                                  "batch_sizes": (1, 8, 25, 50), "repeats": 3}),  # 25: the recipe's own batch
 }
 
 def run_preset(
@@ -601,7 +617,9 @@ def run_preset(
         from mdr_stack.settings import did_you_mean
         raise MdrError(f"no benchmark preset {name!r}", hint=did_you_mean(name, PRESETS) or f"presets: {', '.join(PRESETS)}")
     function, kwargs = PRESETS[name]
-    result = {"bench_train": bench_train, "bench_pipeline": bench_pipeline}[function](**kwargs, progress=progress)
+    from mdr_stack.evaluate import bench_generation
+    functions = {"bench_train": bench_train, "bench_pipeline": bench_pipeline, "bench_generation": bench_generation}
+    result = functions[function](**kwargs, progress=progress)
     save_result(result, folder, name,
                 command=f"python -c \"from mdr_stack.bench_train import run_preset; run_preset('{name}')\"  # {function}(**{kwargs})")
     return result

@@ -232,12 +232,22 @@ def bench_eval(
     recipe: str = typer.Argument("power_equipment/dga_iec60599", help="A recipe name or a finished run directory."),
     prompts: int = typer.Option(32, "--prompts", help="Evaluation prompts to generate for."),
     batch_sizes: str = typer.Option("1,8,32", "--batch-sizes", help="Comma-separated batch sizes; 1 is the baseline."),
+    precision: str = typer.Option("auto", "--precision", help="fp32, bf16 or fp16; auto: as evaluation runs the recipe here."),
+    repeats: int = typer.Option(3, "--repeats", help="Timings per batch size, alternating; medians reported."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Folder for eval.json and eval.md (e.g. benchmarks)."),
     as_json: bool = typer.Option(False, "--json"),
 ):
     "Batched generation (KV cache, left padding) against one prompt at a time: tokens/s and speed-up."
+    from mdr_stack.bench_train import markdown_table, save_result
     from mdr_stack.evaluate import bench_generation
-    sizes = tuple(int(b) for b in batch_sizes.split(","))
-    _print_bench(bench_generation(recipe, n_prompts=prompts, batch_sizes=sizes), as_json)
+    try:
+        sizes = tuple(int(b) for b in batch_sizes.split(","))
+    except ValueError:
+        raise MdrError(f"--batch-sizes {batch_sizes!r} is not a comma-separated list of whole numbers",
+                       hint="e.g. --batch-sizes 1,8,32") from None
+    result = bench_generation(recipe, n_prompts=prompts, batch_sizes=sizes, precision=precision, repeats=repeats,
+                              progress=not as_json)
+    _print_bench_result(result, as_json, out, "eval", markdown_table, save_result)
 
 @bench_app.command("train")
 def bench_train_cmd(

@@ -91,7 +91,7 @@ def answer(model, tokenizer, prompt: str, max_new_tokens: int = 64) -> str:
     import torch
     text = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=False)
     batch = tokenizer(text, return_tensors="pt", add_special_tokens=False)
-    with torch.inference_mode():
+    with torch.no_grad():  # not inference_mode: autocast keeps its weight casts only outside it (30_evaluate)
         out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
                              pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
                              temperature=None, top_p=None, top_k=None)

@@ -85,7 +85,9 @@ def eval_autocast(
         raise MdrError(f"evaluation precision '{precision}' is not one of fp32, bf16, fp16", hint="set evaluation.precision: auto")
     return torch.autocast(device, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
 
-@torch.inference_mode()
+# no_grad, not inference_mode: under inference_mode autocast does not keep its casts of the weights, so every forward
+# casts every weight again (2.2x slower greedy generation of SmolLM2 at batch size 1 in bf16 here, same answers)
+@torch.no_grad()
 def generate_answers(
     model,
     tokenizer,
@@ -270,42 +272,71 @@ def bench_generation(
     n_prompts: int = 32,  # prompts timed in every mode
     batch_sizes: tuple[int, ...] = (1, 8, 32),
     max_new_tokens: int | None = None,  # default: the recipe's
+    precision: str = "auto",  # fp32 | bf16 | fp16; auto: as evaluation runs (evaluation.precision, else the planner's training precision)
+    repeats: int = 3,  # timings of every batch size, in alternating order; medians reported
     settings=None,
+    progress: bool = False,  # a progress bar over the timings
 ) -> dict:
-    "Tokens per second of greedy evaluation at each batch size on the same prompts, and the speed-up over 1."
+    "Generated tokens per second of greedy evaluation at each batch size on the same prompts, and the speed-up over 1."
+    import datetime as dt
+    import os
+    import statistics
+
+    from mdr_stack.bench_train import machine_info
     from mdr_stack.data_formats import load_splits
     from mdr_stack.models import load_model, load_tokenizer, resolve_model_source
     from mdr_stack.settings import get_settings
+    if min(repeats, n_prompts) < 1 or not batch_sizes or min(batch_sizes) < 1:
+        raise MdrError(f"repeats ({repeats}), n_prompts ({n_prompts}) and every batch size {tuple(batch_sizes)} must be "
+                       "at least 1", hint="e.g. --prompts 32 --batch-sizes 1,8,32 --repeats 3")
+    if precision not in ("auto", "fp32", "bf16", "fp16"):
+        raise MdrError(f"precision {precision!r} is not one of auto, fp32, bf16, fp16", hint="e.g. --precision auto")
     path = Path(recipe_or_run)
     if (path / "run.json").is_file():
-        from mdr_stack.pipeline import open_run
+        from mdr_stack.pipeline import eval_precision, open_run
         run = open_run(path)
-        recipe, settings = run.recipe, run.settings
+        recipe, settings, auto = run.recipe, run.settings, eval_precision(run)
     else:
+        from mdr_stack.hardware import load_profile, resolve_auto
+        from mdr_stack.planner import choose_precision
         from mdr_stack.recipes import load_recipe
         recipe, settings = load_recipe(recipe_or_run), settings or get_settings()
+        auto = recipe.evaluation.precision
+        if auto == "auto":
+            auto = choose_precision(recipe, resolve_auto(load_profile(settings.default_profile)))[0]
+    precision = auto if precision == "auto" else precision
     ev = recipe.evaluation
     records = load_splits(recipe)[ev.split][:n_prompts]
     if not records:
         raise MdrError(f"no {ev.split} records to benchmark", where=str(recipe.path))
     model_path = resolve_model_source(recipe.model.source, settings.model_cache, recipe.model.revision)
-    model, tokenizer = load_model(model_path), load_tokenizer(model_path)
+    model, tokenizer = load_model(model_path), load_tokenizer(model_path)  # as evaluation loads them
     model.eval()
     conversations = [r["messages"][:-1] for r in records]
     new_tokens = max_new_tokens or ev.max_new_tokens
-    generate_answers(model, tokenizer, conversations[:2], new_tokens, 2, progress=False)  # warm-up
-    modes, answers = [], {}
+    order = [size for r in range(repeats) for size in (batch_sizes if r % 2 == 0 else batch_sizes[::-1])]
+    answers, tokens, runs = {}, {}, []
+    with eval_autocast(precision):
+        generate_answers(model, tokenizer, conversations[:2], new_tokens, 2, progress=False)  # warm-up
+        for size in progress_bar(order, desc="bench eval", unit="run", disable=not progress):
+            stats, load_before, start = {}, os.getloadavg()[0], time.perf_counter()
+            answers[size] = generate_answers(model, tokenizer, conversations, new_tokens, size, progress=False, stats=stats)
+            runs.append({"batch_size": size, "seconds": round(time.perf_counter() - start, 3),
+                         "load_before": round(load_before, 2), "load_after": round(os.getloadavg()[0], 2)})
+            tokens[size] = stats["generated_tokens"]
+    modes = []
     for size in batch_sizes:
-        stats, start = {}, time.perf_counter()
-        answers[size] = generate_answers(model, tokenizer, conversations, new_tokens, size, progress=False, stats=stats)
-        seconds = time.perf_counter() - start
-        modes.append({"batch_size": size, "seconds": round(seconds, 3), "generated_tokens": stats["generated_tokens"],
-                      "tokens_per_second": round(stats["generated_tokens"] / seconds, 1),
+        seconds = statistics.median(r["seconds"] for r in runs if r["batch_size"] == size)
+        modes.append({"batch_size": size, "seconds": round(seconds, 3), "generated_tokens": tokens[size],
+                      "tokens_per_second": round(tokens[size] / seconds, 1),
                       "prompts_per_second": round(len(conversations) / seconds, 2)})
     if 1 in answers:
         single = next(m for m in modes if m["batch_size"] == 1)
         for m in modes:
             m["speedup"] = round(single["seconds"] / m["seconds"], 2)
             m["same_answers_as_single"] = answers[m["batch_size"]] == answers[1]
-    return {"recipe": recipe.name, "model": recipe.model.source, "n_prompts": len(conversations),
-            "max_new_tokens": new_tokens, "threads": torch.get_num_threads(), "modes": modes}
+            m["answers_unlike_single"] = sum(a != b for a, b in zip(answers[m["batch_size"]], answers[1], strict=True))
+    return {"benchmark": "eval", "recipe": recipe.name, "model": recipe.model.source, "precision": precision,
+            "n_prompts": len(conversations), "max_new_tokens": new_tokens, "repeats": repeats,
+            "evaluation_batch_size": ev.batch_size, "modes": modes, "runs": runs, "machine": machine_info(),
+            "date": dt.datetime.now().astimezone().isoformat(timespec="seconds")}

@@ -240,7 +240,7 @@ def mc_loglikelihoods(
         end, start = len(inputs), len(inputs) - len(choice_ids)
         input_ids[i, :end], attention[i, :end] = torch.tensor(inputs), 1
         targets[i, start:end], scored[i, start:end] = torch.tensor(choice_ids), True
-    with torch.inference_mode():
+    with torch.no_grad():  # not inference_mode: autocast keeps its weight casts only outside it (30_evaluate)
         logits = model(input_ids=input_ids.to(model.device), attention_mask=attention.to(model.device)).logits
         logprobs = torch.log_softmax(logits.float(), dim=-1)
         logprobs = logprobs.gather(-1, targets.to(model.device)[..., None])[..., 0]

@@ -466,7 +466,7 @@ def answer_nll(
     examples = encode_conversations(tokenizer, [r["messages"] for r in records])
     causal_lm = model.get_base_model() if hasattr(model, "get_base_model") else model
     scores = []
-    with torch.inference_mode():
+    with torch.no_grad():  # not inference_mode: autocast keeps its weight casts only outside it (30_evaluate)
         for start in range(0, len(examples), batch_size):
             chunk = examples[start:start + batch_size]
             width = max(len(ids) for ids, _ in chunk)  # right padding: causal attention never looks at it

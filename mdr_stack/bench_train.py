@@ -550,7 +550,8 @@ def _pipeline_table(result: dict) -> str:
 
 def _eval_table(result: dict) -> str:
     lines = [f"Greedy generation of up to {result['max_new_tokens']} tokens for {result['n_prompts']} prompts, "
-             f"{result['precision']}, medians of {result['repeats']} timings (the recipe evaluates at batch size "
+             f"{result['precision']}, " + (f"medians of {result['repeats']} timings" if result["repeats"] > 1 else "one timing")
+             + f" (the recipe evaluates at batch size "
              f"{result['evaluation_batch_size']}):", "",
              "| batch size | generated tokens/s | prompts/s | s | speed-up over 1 | answers unlike batch size 1 |",
              "|---|---|---|---|---|---|"]

@@ -23,8 +23,9 @@ from .settings import MdrError, progress_bar
 # %% auto #0
 __all__ = ['VARIANTS', 'LLAMA_LINEAR', 'OP_KINDS', 'PRECISION_DTYPES', 'PRESETS', 'peft_lora_config', 'training_rows',
            'reference_train', 'op_kind', 'step_breakdown', 'measure_in_this_process', 'measure_run', 'native_precision',
-           'measure_peak_tflops', 'mfu', 'machine_info', 'bench_train', 'measure_pipeline_in_this_process',
-           'measure_pipeline', 'bench_pipeline', 'markdown_table', 'save_result', 'run_preset']
+           'measure_peak_tflops', 'mfu', 'machine_info', 'alternating_order', 'bench_train',
+           'measure_pipeline_in_this_process', 'measure_pipeline', 'bench_pipeline', 'markdown_table', 'save_result',
+           'run_preset']
 
 # %% ../nbs/63_bench_train.ipynb #c006
 VARIANTS: dict[str, dict] = {
@@ -351,7 +352,7 @@ def _versions() -> dict:
             found[package] = None
     return found
 
-def _schedule(names: list[str], repeats: int) -> list[str]:
+def alternating_order(names: list[str], repeats: int) -> list[str]:
     "Alternating order: the list forwards, then backwards, and so on."
     return [n for r in range(repeats) for n in (names if r % 2 == 0 else names[::-1])]
 
@@ -393,7 +394,7 @@ def bench_train(
         precision = native_precision()
     peaks = {"before": round(measure_peak_tflops(precision), 4)} if peak_tflops is None else {"given": peak_tflops}
     runs = []
-    order = _schedule(list(variants), repeats) + (["mdr (profiled)"] if breakdown else [])
+    order = alternating_order(list(variants), repeats) + (["mdr (profiled)"] if breakdown else [])
     for name in progress_bar(order, desc="bench train", unit="run", disable=not progress):
         case = {**VARIANTS[name.split()[0]], "variant": name, "recipe": recipe, "overrides": overrides, "steps": steps,
                 "warmup": warmup, "precision": precision, "breakdown": name.endswith("(profiled)")}
@@ -499,7 +500,7 @@ def bench_pipeline(
     from mdr_stack.recipes import load_recipe
     load_recipe(recipe, overrides)  # checked before any run starts
     runs = [measure_pipeline(mode, recipe, overrides, profile, stages)
-            for mode in progress_bar(_schedule(["papermill", "inline"], repeats), desc="bench pipeline", unit="run",
+            for mode in progress_bar(alternating_order(["papermill", "inline"], repeats), desc="bench pipeline", unit="run",
                                      disable=not progress)]
     def median(mode: str, stage: str) -> float:
         return statistics.median(sum(r["seconds"].values()) if stage == "total" else r["seconds"][stage]

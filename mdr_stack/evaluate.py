@@ -282,7 +282,7 @@ def bench_generation(
     import os
     import statistics
 
-    from mdr_stack.bench_train import machine_info
+    from mdr_stack.bench_train import alternating_order, machine_info
     from mdr_stack.data_formats import load_splits
     from mdr_stack.models import load_model, load_tokenizer, resolve_model_source
     from mdr_stack.settings import get_settings
@@ -314,7 +314,7 @@ def bench_generation(
     model.eval()
     conversations = [r["messages"][:-1] for r in records]
     new_tokens = max_new_tokens or ev.max_new_tokens
-    order = [size for r in range(repeats) for size in (batch_sizes if r % 2 == 0 else batch_sizes[::-1])]
+    order = alternating_order(list(batch_sizes), repeats)
     answers, tokens, runs = {}, {}, []
     with eval_autocast(precision):
         generate_answers(model, tokenizer, conversations[:2], new_tokens, 2, progress=False)  # warm-up
@@ -334,7 +334,6 @@ def bench_generation(
         single = next(m for m in modes if m["batch_size"] == 1)
         for m in modes:
             m["speedup"] = round(single["seconds"] / m["seconds"], 2)
-            m["same_answers_as_single"] = answers[m["batch_size"]] == answers[1]
             m["answers_unlike_single"] = sum(a != b for a, b in zip(answers[m["batch_size"]], answers[1], strict=True))
     return {"benchmark": "eval", "recipe": recipe.name, "model": recipe.model.source, "precision": precision,
             "n_prompts": len(conversations), "max_new_tokens": new_tokens, "repeats": repeats,
